@@ -1,0 +1,157 @@
+// The configuration contract: a strict zod schema (unknown keys are errors) with every default visible here.
+// Strings may hold `${env:NAME}` / `${file:PATH}` references; they are resolved by load.ts, not here.
+import { z } from 'zod';
+
+const toolName = /^[A-Za-z0-9_-]+$/;
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const RateLimitSchema = z.strictObject({
+  perSecond: z.number().positive(),
+  burst: positiveInt.default(1),
+});
+
+export const ToolPolicySchema = z.strictObject({
+  /** read | write; when absent: readOnlyHint (if the upstream is trusted) or else write. */
+  kind: z.enum(['read', 'write']).optional(),
+  idempotency: z.enum(['required', 'optional', 'off']).optional(),
+  /** Scope templates over the validated arguments, e.g. "ticket:{/ticket_id}". */
+  lease: z.array(z.string().min(1)).optional(),
+  /** JSON Schema merged over the upstream's inputSchema (stricter rules only). */
+  schema: z.record(z.string(), z.unknown()).optional(),
+  /** Exposed name instead of `{upstream}__{tool}`. */
+  rename: z.string().regex(toolName).max(128).optional(),
+  onUnknown: z.enum(['fail', 'retry']).default('fail'),
+  timeoutMs: positiveInt.optional(),
+  /** Hide the tool from every agent. */
+  hidden: z.boolean().default(false),
+});
+
+const upstreamCommon = {
+  rateLimit: RateLimitSchema.optional(),
+  maxConcurrency: positiveInt.default(16),
+  timeoutMs: positiveInt.default(60_000),
+  /** Progress notifications extend a deadline, never past timeoutMs × this factor. */
+  progressExtendsUpTo: z.number().min(1).default(3),
+  trustAnnotations: z.boolean().default(false),
+  queueWaitMs: positiveInt.default(10_000),
+  maxQueuePerAgent: positiveInt.default(1000),
+  leaseWaitMs: positiveInt.default(10_000),
+  connectTimeoutMs: positiveInt.default(10_000),
+  circuitBreaker: z
+    .strictObject({
+      failures: positiveInt.default(5),
+      openMs: positiveInt.default(5_000),
+    })
+    .default({ failures: 5, openMs: 5_000 }),
+  restart: z
+    .strictObject({
+      initialDelayMs: positiveInt.default(200),
+      maxDelayMs: positiveInt.default(10_000),
+    })
+    .default({ initialDelayMs: 200, maxDelayMs: 10_000 }),
+  tools: z.record(z.string(), ToolPolicySchema).default({}),
+};
+
+export const StdioUpstreamSchema = z.strictObject({
+  command: z.string().min(1),
+  args: z.array(z.string()).default([]),
+  env: z.record(z.string(), z.string()).default({}),
+  cwd: z.string().optional(),
+  ...upstreamCommon,
+});
+
+export const HttpUpstreamSchema = z.strictObject({
+  url: z.url(),
+  headers: z.record(z.string(), z.string()).default({}),
+  ...upstreamCommon,
+});
+
+export const UpstreamSchema = z.union([StdioUpstreamSchema, HttpUpstreamSchema]);
+
+export const AgentSchema = z
+  .strictObject({
+    id: z.string().regex(/^[A-Za-z0-9_.-]+$/),
+    token: z.string().min(1).optional(),
+    /** Hex SHA-256 of the token, so the token itself need not be stored in config. */
+    tokenSha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/)
+      .optional(),
+    tenant: z.string().min(1).default('default'),
+    tools: z.array(z.string().min(1)).default(['*']),
+    weight: z.number().positive().default(1),
+  })
+  .refine((a) => (a.token === undefined) !== (a.tokenSha256 === undefined), {
+    message: 'an agent needs exactly one of token or tokenSha256',
+  });
+
+export const StoreSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('memory') }),
+  z.strictObject({ kind: z.literal('sqlite'), path: z.string().min(1).default('.toolbus/state.db') }),
+  z.strictObject({
+    kind: z.literal('redis'),
+    url: z.string().min(1).default('redis://127.0.0.1:6379/0'),
+    prefix: z.string().default('toolbus:'),
+  }),
+]);
+
+export const ConfigSchema = z.strictObject({
+  server: z
+    .strictObject({
+      host: z.string().default('127.0.0.1'),
+      port: nonNegativeInt.max(65535).default(7410),
+      /** Host header names accepted (DNS-rebinding guard); loopback names always are. */
+      allowedHosts: z.array(z.string()).default([]),
+      /** Origin values accepted; requests without Origin are accepted (non-browser clients). */
+      allowedOrigins: z.array(z.string()).default([]),
+      maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
+      dashboard: z.boolean().default(true),
+      /** Idle stateful sessions are closed after this long. */
+      sessionIdleMs: positiveInt.default(30 * 60_000),
+    })
+    .default({
+      host: '127.0.0.1',
+      port: 7410,
+      allowedHosts: [],
+      allowedOrigins: [],
+      maxBodyBytes: 4 * 1024 * 1024,
+      dashboard: true,
+      sessionIdleMs: 30 * 60_000,
+    }),
+  store: StoreSchema.default({ kind: 'sqlite', path: '.toolbus/state.db' }),
+  /** What reads do while the store is unreachable: keep flowing (default) or fail closed too. */
+  readsWhenStoreDown: z.enum(['allow', 'deny']).default('allow'),
+  idempotency: z
+    .strictObject({
+      ttlMs: positiveInt.default(24 * 3600_000),
+      joinTimeoutMs: positiveInt.default(2_000),
+      claimTtlMs: positiveInt.default(30_000),
+    })
+    .default({ ttlMs: 24 * 3600_000, joinTimeoutMs: 2_000, claimTtlMs: 30_000 }),
+  leases: z
+    .strictObject({
+      ttlMs: positiveInt.default(30_000),
+      lockDelayMs: nonNegativeInt.default(1_000),
+    })
+    .default({ ttlMs: 30_000, lockDelayMs: 1_000 }),
+  logging: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+    })
+    .default({ level: 'info' }),
+  agents: z.array(AgentSchema).default([]),
+  upstreams: z.record(z.string().regex(toolName), UpstreamSchema),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
+export type StdioUpstreamConfig = z.infer<typeof StdioUpstreamSchema>;
+export type HttpUpstreamConfig = z.infer<typeof HttpUpstreamSchema>;
+export type AgentConfig = z.infer<typeof AgentSchema>;
+export type ToolPolicy = z.infer<typeof ToolPolicySchema>;
+export type StoreConfig = z.infer<typeof StoreSchema>;
+
+export function isStdioUpstream(u: UpstreamConfig): u is StdioUpstreamConfig {
+  return 'command' in u;
+}

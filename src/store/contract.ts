@@ -1,0 +1,146 @@
+// The state-store contract: idempotency records, write leases, rate buckets and the audit trail.
+// It speaks the domain only (no driver types), so memory, SQLite and Redis implement the same promises and one
+// test suite (test/contract/store-contract.ts) holds every implementation to them.
+//
+// Time: every expiry is judged by the store's own clock (Date.now() in-process; Redis TIME in Redis), never by a
+// caller's, so several replicas agree on what has expired.
+
+export type KeyState = 'claimed' | 'dispatched' | 'completed' | 'unknown';
+
+export interface KeyRecord {
+  state: KeyState;
+  /** SHA-256 of the canonical arguments without the key. */
+  fingerprint: string;
+  /** Who owns the record now (a replica id plus a call id); meaningful for claimed/dispatched. */
+  owner: string;
+  /** Increases on every change of ownership; every transition is a compare-and-set on (owner, fence). */
+  fence: number;
+  /** The stored tool result, as the exact JSON text sent to the first caller (completed only). */
+  result?: string;
+  /** Store-clock time (ms) at which the record expires: claims/dispatches are renewed by their owner. */
+  expiresAt: number;
+}
+
+export type ClaimOutcome =
+  /** The caller now owns the key: it was absent/expired, a dead owner's claim, or an `unknown` re-run was allowed. */
+  | { kind: 'claimed'; fence: number; tookOver: boolean }
+  /** Somebody else's record: the caller decides (mismatch, join, replay, outcome_unknown). */
+  | { kind: 'existing'; record: KeyRecord };
+
+export interface ClaimRequest {
+  /** `(tenant, exposed tool name, key)` joined by the caller into one opaque string. */
+  scope: string;
+  fingerprint: string;
+  owner: string;
+  claimTtlMs: number;
+  /** Tool is `onUnknown: retry`: an `unknown` record with the same fingerprint is taken over instead of returned. */
+  retryUnknown: boolean;
+}
+
+export interface KeyStore {
+  /**
+   * Atomically: absent or expired → `claimed` by `owner`. A `claimed` record past its expiry (owner died before
+   * sending) is taken over. A `dispatched` record past its expiry becomes `unknown` (and is returned as such, or
+   * taken over when `retryUnknown` and fingerprints match). One winner under any concurrency.
+   */
+  claimKey(req: ClaimRequest): Promise<ClaimOutcome>;
+  /** claimed → dispatched, persisted before the first byte goes upstream. */
+  markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean>;
+  /** Extends a claimed/dispatched record's expiry while its owner is alive. */
+  renewKey(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean>;
+  /** claimed|dispatched → completed with the result; lives `ttlMs`. */
+  completeKey(scope: string, owner: string, fence: number, result: string, ttlMs: number): Promise<boolean>;
+  /** dispatched → unknown (outcome lost); lives `ttlMs`. */
+  markUnknown(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean>;
+  /** Deletes a claim that never went upstream, so the retry runs normally. */
+  releaseKey(scope: string, owner: string, fence: number): Promise<boolean>;
+  getKey(scope: string): Promise<KeyRecord | null>;
+  /**
+   * Resolves with the record once it is no longer claimed/dispatched by a live owner (completed, unknown, deleted →
+   * null), or with its latest state when `timeoutMs` passes or `signal` aborts. Woken by the owner's transition
+   * (in-process event or pub/sub), not by polling alone.
+   */
+  waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null>;
+}
+
+export interface LeaseGrant {
+  scope: string;
+  holder: string;
+  /** Fencing token: strictly increasing per scope across grants, restarts and replicas. */
+  token: number;
+}
+
+export interface LeaseStore {
+  /**
+   * Waits its turn (FIFO per scope) and grants the lease for `ttlMs`. Rejects with LeaseWaitTimeout after `waitMs`,
+   * or with the signal's reason when aborted; in both cases the waiter leaves the queue.
+   */
+  acquireLease(scope: string, holder: string, opts: { ttlMs: number; waitMs: number; signal?: AbortSignal }): Promise<LeaseGrant>;
+  renewLease(grant: LeaseGrant, ttlMs: number): Promise<boolean>;
+  /** Releases; with `blockForMs` > 0 the scope stays blocked that long (lock-delay after a timed-out holder). */
+  releaseLease(grant: LeaseGrant, blockForMs?: number): Promise<void>;
+  /** Leases held now and their waiters, for the dashboard. */
+  listLeases(): Promise<{ scope: string; holder: string; token: number; expiresAt: number; waiters: number }[]>;
+}
+
+export class LeaseWaitTimeout extends Error {
+  constructor(
+    readonly scope: string,
+    /** A fair guess of when the scope frees up, for `retryAfterMs`. */
+    readonly retryAfterMs: number,
+  ) {
+    super(`waited too long for lease ${scope}`);
+    this.name = 'LeaseWaitTimeout';
+  }
+}
+
+export type TakeTokenResult = { ok: true } | { ok: false; retryAfterMs: number };
+
+export interface RateStore {
+  /**
+   * GCRA on the store clock: admits one call for `bucket` if the budget `burst + perSecond·T` allows it now;
+   * otherwise consumes nothing and says how long until one would be admitted.
+   */
+  takeToken(bucket: string, perSecond: number, burst: number): Promise<TakeTokenResult>;
+  /** Upstream pushback (429 / Retry-After): admit nothing in `bucket` for `ms`. */
+  pauseBucket(bucket: string, ms: number): Promise<void>;
+}
+
+export interface AuditEntry {
+  at: number;
+  agent: string;
+  tenant: string;
+  tool: string;
+  key: string | null;
+  scopes: string[];
+  fencingToken: number | null;
+  /** `ok`, `replayed`, `joined`, or an error category. */
+  outcome: string;
+  durationMs: number;
+}
+
+export interface AuditStore {
+  appendAudit(entry: AuditEntry): Promise<void>;
+  queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]>;
+}
+
+export interface StateStore extends KeyStore, LeaseStore, RateStore, AuditStore {
+  readonly kind: 'memory' | 'sqlite' | 'redis';
+  /** Throws StoreUnavailable when the backing store cannot be reached. */
+  ping(): Promise<void>;
+  /**
+   * For a store owned by this process alone (SQLite holds an exclusive lock on its file): settle the previous
+   * incarnation's records at once (claimed → deleted, dispatched → unknown) instead of waiting for expiry.
+   * Returns how many records were settled. Stores shared by replicas do nothing.
+   */
+  settleAbandoned(unknownTtlMs: number): Promise<{ released: number; unknown: number }>;
+  close(): Promise<void>;
+}
+
+/** Thrown by any store method when the backing store is unreachable; the pipeline maps it to store_unavailable. */
+export class StoreUnavailable extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailable';
+  }
+}
