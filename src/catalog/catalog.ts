@@ -1,0 +1,175 @@
+// The catalog: every upstream's tools under their exposed names, with the policy the pipeline enforces
+// (kind, key rule, lease templates, timeout) and the tightened schema agents see and the bus validates.
+import type { ValidateFunction } from 'ajv';
+import type { Config, ToolPolicy, UpstreamConfig } from '../config/schema.js';
+import { compileValidator, schemaProblem, tightenSchema } from './schema-tools.js';
+
+export type ToolKind = 'read' | 'write';
+export type KeyRule = 'required' | 'optional' | 'off';
+
+export const KEY_PROPERTY = 'idempotency_key';
+export const KEY_META = 'toolbus/idempotency-key';
+export const KEY_PATTERN = /^[A-Za-z0-9._:-]{8,255}$/;
+
+export interface CatalogTool {
+  readonly name: string;
+  readonly upstream: string;
+  readonly upstreamTool: string;
+  readonly kind: ToolKind;
+  readonly keyRule: KeyRule;
+  /** Scope templates; an empty list for a write means "lock the whole upstream". */
+  readonly lease: readonly string[];
+  readonly leaseIsWholeUpstream: boolean;
+  readonly onUnknown: 'fail' | 'retry';
+  readonly timeoutMs: number;
+  readonly hardTimeoutMs: number;
+  /** The upstream's own schema declares idempotency_key: forward it (end-to-end dedupe). */
+  readonly forwardKey: boolean;
+  /** The definition agents see in tools/list. */
+  readonly definition: Record<string, unknown>;
+  /** Validates the arguments without the key. */
+  readonly validate: ValidateFunction;
+}
+
+export interface CatalogWarning {
+  tool: string;
+  message: string;
+}
+
+export interface UpstreamListing {
+  tools: Record<string, unknown>[];
+}
+
+function resolveKind(policy: ToolPolicy | undefined, upstream: UpstreamConfig, tool: Record<string, unknown>): ToolKind {
+  if (policy?.kind) return policy.kind;
+  const annotations = tool.annotations as Record<string, unknown> | undefined;
+  if (upstream.trustAnnotations && annotations?.readOnlyHint === true) return 'read';
+  return 'write';
+}
+
+const KEY_DESCRIPTION =
+  'Idempotency key for this operation (8-255 characters of A-Z a-z 0-9 . _ : -). Derive it from the logical ' +
+  'operation, e.g. "create-ticket:issue-1234". Reuse the SAME key when retrying the same operation, so it runs at ' +
+  'most once; use a NEW key for a new operation.';
+
+function exposedSchema(validated: Record<string, unknown>, keyRule: KeyRule, kind: ToolKind): Record<string, unknown> {
+  if (kind === 'read' || keyRule === 'off') return validated;
+  const properties = { ...((validated.properties as Record<string, unknown> | undefined) ?? {}) };
+  properties[KEY_PROPERTY] = { type: 'string', minLength: 8, maxLength: 255, pattern: KEY_PATTERN.source, description: KEY_DESCRIPTION };
+  const out: Record<string, unknown> = { ...validated, properties };
+  if (keyRule === 'required') {
+    const req = Array.isArray(validated.required) ? (validated.required as string[]) : [];
+    out.required = [...new Set([...req, KEY_PROPERTY])];
+  }
+  return out;
+}
+
+export class Catalog {
+  private readonly tools = new Map<string, CatalogTool>();
+  readonly warnings: CatalogWarning[] = [];
+
+  get size(): number {
+    return this.tools.size;
+  }
+
+  get(name: string): CatalogTool | undefined {
+    return this.tools.get(name);
+  }
+
+  all(): IterableIterator<CatalogTool> {
+    return this.tools.values();
+  }
+
+  /** Replaces one upstream's tools (on connect and on tools/list_changed). */
+  setUpstream(name: string, cfg: UpstreamConfig, listing: UpstreamListing): void {
+    for (const [k, t] of this.tools) if (t.upstream === name) this.tools.delete(k);
+    for (let i = this.warnings.length - 1; i >= 0; i--) {
+      if (this.warnings[i]?.tool.startsWith(`${name}__`)) this.warnings.splice(i, 1);
+    }
+    for (const tool of listing.tools) {
+      const upstreamTool = String(tool.name);
+      const policy = cfg.tools[upstreamTool];
+      if (policy?.hidden) continue;
+      const exposed = policy?.rename ?? `${name}__${upstreamTool}`;
+      const warn = (message: string) => this.warnings.push({ tool: exposed, message });
+      if (!/^[A-Za-z0-9_-]+$/.test(exposed)) {
+        warn(`tool name ${JSON.stringify(upstreamTool)} has characters model APIs reject; rename it in config`);
+        continue;
+      }
+      const other = this.tools.get(exposed);
+      if (other) {
+        warn(`exposed name collides with ${other.upstream}/${other.upstreamTool}; rename one of them`);
+        continue;
+      }
+      // Claude Code prefixes tools with mcp__<server>__; model APIs cap names at 64 characters.
+      if (exposed.length + 'mcp__toolbus__'.length > 64) {
+        warn(`name is ${exposed.length} characters: with a client prefix like mcp__toolbus__ it passes the 64-character cap; rename it`);
+      }
+      const kind = resolveKind(policy, cfg, tool);
+      const keyRule: KeyRule = kind === 'read' ? 'off' : (policy?.idempotency ?? 'required');
+      const upstreamSchema = (tool.inputSchema as Record<string, unknown> | undefined) ?? { type: 'object' };
+      const forwardKey = Boolean((upstreamSchema.properties as Record<string, unknown> | undefined)?.[KEY_PROPERTY]);
+      let base = upstreamSchema;
+      if (forwardKey) {
+        // The key is validated by the bus's own rule; the rest of the schema validates the other arguments.
+        const props = { ...(upstreamSchema.properties as Record<string, unknown>) };
+        delete props[KEY_PROPERTY];
+        const req = Array.isArray(upstreamSchema.required)
+          ? (upstreamSchema.required as string[]).filter((r) => r !== KEY_PROPERTY)
+          : undefined;
+        base = { ...upstreamSchema, properties: props, ...(req ? { required: req } : {}) };
+      }
+      const tightened = tightenSchema(base, policy?.schema as Record<string, unknown> | undefined);
+      const problem = schemaProblem(tightened);
+      let validate: ValidateFunction;
+      try {
+        if (problem) throw new Error(problem);
+        validate = compileValidator(tightened);
+      } catch (err) {
+        warn(`hidden: its input schema cannot be used (${(err as Error).message})`);
+        continue;
+      }
+      const lease = kind === 'write' ? (policy?.lease ?? []) : [];
+      if (kind === 'write' && lease.length === 0) {
+        warn(`write tool with no lease configured: it locks the whole upstream "${name}"; set tools.${upstreamTool}.lease to a finer scope`);
+      }
+      const timeoutMs = policy?.timeoutMs ?? cfg.timeoutMs;
+      const definition: Record<string, unknown> = { ...tool, name: exposed, inputSchema: exposedSchema(tightened, keyRule, kind) };
+      this.tools.set(exposed, {
+        name: exposed,
+        upstream: name,
+        upstreamTool,
+        kind,
+        keyRule,
+        lease,
+        leaseIsWholeUpstream: kind === 'write' && lease.length === 0,
+        onUnknown: policy?.onUnknown ?? 'fail',
+        timeoutMs,
+        hardTimeoutMs: Math.round(timeoutMs * cfg.progressExtendsUpTo),
+        forwardKey,
+        definition,
+        validate,
+      });
+    }
+    for (const toolName of Object.keys(cfg.tools)) {
+      if (!listing.tools.some((t) => t.name === toolName)) {
+        this.warnings.push({ tool: `${name}__${toolName}`, message: 'configured, but the upstream does not offer this tool' });
+      }
+    }
+  }
+
+  removeUpstream(name: string): void {
+    for (const [k, t] of this.tools) if (t.upstream === name) this.tools.delete(k);
+  }
+}
+
+/** Compiles an agent's allow-list globs (`*` any run of characters, `?` one character) to one test. */
+export function toolMatcher(globs: readonly string[]): (name: string) => boolean {
+  const parts = globs.map((g) => g.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.'));
+  const re = new RegExp(`^(?:${parts.join('|')})$`);
+  return (name) => re.test(name);
+}
+
+export function configuredUpstreams(config: Config): [string, UpstreamConfig][] {
+  return Object.entries(config.upstreams);
+}

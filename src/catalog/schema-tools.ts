@@ -1,0 +1,128 @@
+// JSON Schema handling for the catalog: tightening (config rules merged over the upstream's inputSchema), the guard
+// against pathological upstream schemas, and one Ajv validator per distinct schema (compiled once, cached).
+import { createHash } from 'node:crypto';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import addFormatsModule from 'ajv-formats';
+
+type JsonObject = Record<string, unknown>;
+
+// ajv-formats is CommonJS with a default export; under NodeNext its default import may be the module object.
+type FormatPlugin = (ajv: unknown) => unknown;
+const formatsExport = addFormatsModule as unknown as FormatPlugin | { default: FormatPlugin };
+const applyFormats: FormatPlugin = typeof formatsExport === 'function' ? formatsExport : formatsExport.default;
+
+// No loadSchema: a remote $ref is never fetched (and schemaProblem refuses it before compiling).
+const ajvOptions = { allErrors: true, strict: false, validateFormats: true } as const;
+const ajv2020 = new Ajv2020(ajvOptions);
+const ajv07 = new Ajv(ajvOptions);
+applyFormats(ajv2020);
+applyFormats(ajv07);
+
+const MAX_SCHEMA_BYTES = 256 * 1024;
+const MAX_SCHEMA_DEPTH = 48;
+
+function isObject(v: unknown): v is JsonObject {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/** Merges config rules over an upstream schema: properties merge per property, `required` is a union. */
+export function tightenSchema(base: JsonObject, rules: JsonObject | undefined): JsonObject {
+  if (!rules) return base;
+  const out: JsonObject = { ...base };
+  for (const [key, rule] of Object.entries(rules)) {
+    const current = out[key];
+    if (key === 'required' && Array.isArray(rule)) {
+      const have = Array.isArray(current) ? (current as unknown[]) : [];
+      out.required = [...new Set([...have, ...rule])];
+    } else if (key === 'properties' && isObject(rule)) {
+      const props: JsonObject = isObject(current) ? { ...current } : {};
+      for (const [name, sub] of Object.entries(rule)) {
+        const prev = props[name];
+        props[name] = isObject(prev) && isObject(sub) ? tightenSchema(prev, sub) : sub;
+      }
+      out.properties = props;
+    } else if (isObject(current) && isObject(rule)) {
+      out[key] = tightenSchema(current, rule);
+    } else {
+      out[key] = rule;
+    }
+  }
+  return out;
+}
+
+function depthOf(v: unknown, depth = 0): number {
+  if (depth > MAX_SCHEMA_DEPTH) return depth;
+  if (Array.isArray(v)) return v.reduce<number>((m, x) => Math.max(m, depthOf(x, depth + 1)), depth);
+  if (isObject(v)) return Object.values(v).reduce<number>((m, x) => Math.max(m, depthOf(x, depth + 1)), depth);
+  return depth;
+}
+
+function hasRemoteRef(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(hasRemoteRef);
+  if (!isObject(v)) return false;
+  for (const [k, x] of Object.entries(v)) {
+    if ((k === '$ref' || k === '$dynamicRef') && typeof x === 'string' && !x.startsWith('#')) return true;
+    if (hasRemoteRef(x)) return true;
+  }
+  return false;
+}
+
+/** Why a schema is refused, or null when it may be compiled. */
+export function schemaProblem(schema: JsonObject): string | null {
+  const text = JSON.stringify(schema);
+  if (text.length > MAX_SCHEMA_BYTES) return `schema is larger than ${MAX_SCHEMA_BYTES} bytes`;
+  if (depthOf(schema) > MAX_SCHEMA_DEPTH) return `schema nests deeper than ${MAX_SCHEMA_DEPTH} levels`;
+  if (hasRemoteRef(schema)) return 'schema uses a remote $ref (only local "#..." references are allowed)';
+  return null;
+}
+
+const cache = new Map<string, ValidateFunction>();
+
+/** One compiled validator per distinct schema text and draft; throws with a readable reason on a bad schema. */
+export function compileValidator(schema: JsonObject): ValidateFunction {
+  const text = JSON.stringify(schema);
+  const id = createHash('sha256').update(text).digest('base64url');
+  const hit = cache.get(id);
+  if (hit) return hit;
+  const problem = schemaProblem(schema);
+  if (problem) throw new Error(problem);
+  const draft = typeof schema.$schema === 'string' ? schema.$schema : '';
+  // The $schema/$id keys are dropped so Ajv never tries to resolve a meta-schema or register ids across tools.
+  const { $schema: _s, $id: _i, ...body } = schema;
+  const engine = draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? ajv07 : ajv2020;
+  const fn = engine.compile(body);
+  cache.set(id, fn);
+  return fn;
+}
+
+function describeError(e: ErrorObject): string {
+  const where = e.instancePath === '' ? '(arguments)' : e.instancePath.slice(1).replace(/\//g, '.');
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'required':
+      return `${where === '(arguments)' ? '' : `${where}.`}${String(p.missingProperty)}: is required (rule: required)`;
+    case 'additionalProperties':
+      return `${where === '(arguments)' ? '' : `${where}.`}${String(p.additionalProperty)}: is not allowed (rule: additionalProperties: false)`;
+    case 'enum':
+      return `${where}: must be one of ${JSON.stringify(p.allowedValues)} (rule: enum)`;
+    case 'type':
+      return `${where}: must be ${String(p.type)} (rule: type)`;
+    case 'maxLength':
+    case 'minLength':
+    case 'maximum':
+    case 'minimum':
+    case 'maxItems':
+    case 'minItems':
+      return `${where}: ${e.message ?? 'is out of range'} (rule: ${e.keyword})`;
+    case 'pattern':
+      return `${where}: must match pattern ${String(p.pattern)} (rule: pattern)`;
+    default:
+      return `${where}: ${e.message ?? 'is invalid'} (rule: ${e.keyword})`;
+  }
+}
+
+export function describeErrors(errors: ErrorObject[] | null | undefined): string[] {
+  if (!errors) return [];
+  return [...new Set(errors.map(describeError))];
+}

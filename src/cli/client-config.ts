@@ -1,0 +1,32 @@
+// toolbus client-config: the .mcp.json entry an agent needs (HTTP transport, the bus URL, and the Authorization
+// header taken from an environment variable, so the token itself is never written into a client's config).
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { defaultConfigPath } from './config-path.js';
+
+export async function runClientConfig(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { agent: { type: 'string' }, config: { type: 'string', short: 'c' }, url: { type: 'string' }, name: { type: 'string' } },
+  });
+  if (!values.agent) {
+    process.stderr.write('client-config needs --agent ID\n');
+    return 2;
+  }
+  const { config } = loadConfig(defaultConfigPath(values.config));
+  if (!config.agents.some((a) => a.id === values.agent)) {
+    process.stderr.write(`no agent ${values.agent} in the config (agents: ${config.agents.map((a) => a.id).join(', ')})\n`);
+    return 2;
+  }
+  const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host;
+  const url = values.url ?? `http://${host}:${config.server.port}/mcp`;
+  const envName = `TOOLBUS_TOKEN_${values.agent.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+  const entry = {
+    mcpServers: {
+      [values.name ?? 'toolbus']: { type: 'http', url, headers: { Authorization: `Bearer \${${envName}}` } },
+    },
+  };
+  process.stdout.write(`${JSON.stringify(entry, null, 2)}\n`);
+  process.stderr.write(`set ${envName} to agent ${values.agent}'s token in the client's environment\n`);
+  return 0;
+}

@@ -1,0 +1,52 @@
+// What one tool call carries through the pipeline. Built by an agent front (HTTP or stdio), read and extended by
+// the stages in order; nothing in it is specific to a transport.
+import type { CatalogTool } from '../catalog/catalog.js';
+import type { LeaseGrant } from '../store/contract.js';
+
+export type ToolResult = Record<string, unknown>;
+
+export interface AgentIdentity {
+  readonly id: string;
+  readonly tenant: string;
+  readonly weight: number;
+  /** The allow-list, compiled. */
+  readonly allows: (toolName: string) => boolean;
+}
+
+export interface CallContext {
+  /** The authenticated agent (the front resolved it from the bearer token). */
+  readonly agent: AgentIdentity;
+  /** The name the agent asked for. */
+  readonly toolName: string;
+  /** Set by the resolve stage. */
+  tool: CatalogTool | undefined;
+  /** The arguments; after validation, without the idempotency key. */
+  args: Record<string, unknown>;
+  /** The agent's request `_meta` (progress token, idempotency key for programmatic clients). */
+  readonly meta: Record<string, unknown> | undefined;
+  /** Idempotency key, if the call carries one (set by validate). */
+  key: string | undefined;
+  /** Owner id of this call in the store (replica id + sequence). */
+  readonly owner: string;
+  /** Lease scopes this call holds, fully rendered (set by the lease stage). */
+  scopes: string[];
+  grants: LeaseGrant[];
+  /** Fencing token of the first scope held, forwarded to the upstream. */
+  fencingToken: number | undefined;
+  readonly startedAt: number;
+  /** Epoch ms by which the call must finish; progress may move it up to hardDeadline. */
+  deadline: number;
+  hardDeadline: number;
+  /** Aborted when the agent cancels (notifications/cancelled, closed connection). */
+  readonly signal: AbortSignal;
+  /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
+  readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
+  /** Run by forward right before the first byte goes upstream (idempotency persists `dispatched` here). */
+  beforeSend: (() => Promise<void>) | undefined;
+  /** True once the request was handed to the upstream transport. */
+  dispatched: boolean;
+  /** True when the call's own deadline passed while it was with the upstream. */
+  timedOut: boolean;
+  /** How the call ended, for audit and metrics: ok, replayed, joined, or an error category. */
+  outcome: string;
+}

@@ -1,0 +1,140 @@
+// Stage 8, the last: the only stage that talks to an upstream. It owns the call's deadline on the wire (progress may
+// extend it up to a hard cap), relays cancellation and progress, feeds the circuit breaker, and turns every upstream
+// failure into a category of the error table. Nothing here re-runs the stages before it.
+import { BusError, errorResult } from '../../errors.js';
+import { UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable } from '../../upstreams/errors.js';
+import type { Stage } from '../compose.js';
+import type { CallContext, ToolResult } from '../context.js';
+import type { PipelineServices } from '../services.js';
+
+const TOOLBUS_META = /^toolbus\//;
+
+function upstreamMeta(ctx: CallContext): Record<string, unknown> | undefined {
+  let meta: Record<string, unknown> | undefined;
+  if (ctx.meta) {
+    for (const [k, v] of Object.entries(ctx.meta)) {
+      if (k === 'progressToken' || TOOLBUS_META.test(k)) continue;
+      meta ??= {};
+      meta[k] = v;
+    }
+  }
+  if (ctx.fencingToken !== undefined) {
+    meta ??= {};
+    meta['toolbus/fencing-token'] = ctx.fencingToken;
+    if (ctx.grants.length > 1) meta['toolbus/fencing-tokens'] = Object.fromEntries(ctx.grants.map((g) => [g.scope, g.token]));
+  }
+  return meta;
+}
+
+function toolErrorResult(result: ToolResult, toolName: string): ToolResult {
+  const err = new BusError('upstream_error', 'tool_reported_error', `The tool ${toolName} reported an error; its own result is passed through.`);
+  const meta = (result._meta as Record<string, unknown> | undefined) ?? {};
+  return { ...result, _meta: { ...meta, 'toolbus/error': err.toWire() } };
+}
+
+export function forward(services: PipelineServices): Stage {
+  return async function forwardStage(ctx) {
+    const tool = ctx.tool!;
+    const runtime = services.upstream(tool.upstream);
+    if (!runtime) throw new BusError('upstream_unavailable', 'upstream_missing', `Upstream ${tool.upstream} is not running.`, { retryAfterMs: 1000 });
+    const gate = runtime.breaker.check();
+    if (!gate.ok) {
+      throw new BusError('upstream_unavailable', 'circuit_open', `Upstream ${tool.upstream} is failing; calls are paused.`, {
+        retryAfterMs: gate.retryAfterMs,
+      });
+    }
+    if (ctx.beforeSend) await ctx.beforeSend();
+
+    const args = tool.forwardKey && ctx.key !== undefined ? { ...ctx.args, idempotency_key: ctx.key } : ctx.args;
+    const params: Record<string, unknown> = { name: tool.upstreamTool, arguments: args };
+    const meta = upstreamMeta(ctx);
+    if (meta) params._meta = meta;
+
+    const wire = new AbortController();
+    const onAgentAbort = () => wire.abort(ctx.signal.reason);
+    ctx.signal.addEventListener('abort', onAgentAbort, { once: true });
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        ctx.timedOut = true;
+        wire.abort(new Error('deadline'));
+      }, Math.max(0, ctx.deadline - Date.now()));
+    };
+    arm();
+    const relay = ctx.onProgress;
+    const onProgress = (p: Record<string, unknown>) => {
+      // Progress shows the upstream is alive: extend the deadline, never past the hard cap.
+      const extended = Math.min(ctx.hardDeadline, Date.now() + tool.timeoutMs);
+      if (extended > ctx.deadline) {
+        ctx.deadline = extended;
+        arm();
+      }
+      relay?.(p);
+    };
+    try {
+      const result = await runtime.connection.request('tools/call', params, {
+        signal: wire.signal,
+        onProgress,
+        onSent: () => {
+          ctx.dispatched = true;
+        },
+      });
+      runtime.breaker.success();
+      return result.isError === true ? toolErrorResult(result, tool.name) : result;
+    } catch (err) {
+      if (err instanceof UpstreamRpcError && !ctx.timedOut && !ctx.signal.aborted) {
+        // The upstream answered, with a protocol error: that is its answer, recorded (and replayed) like a tool error.
+        runtime.breaker.success();
+        const code = err.code === -32602 ? 'upstream_invalid_params' : 'upstream_rpc_error';
+        return errorResult(new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`));
+      }
+      throw mapFailure(err, ctx, services);
+    } finally {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', onAgentAbort);
+    }
+  };
+}
+
+function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices): unknown {
+  const tool = ctx.tool!;
+  const runtime = services.upstream(tool.upstream)!;
+  const isWrite = tool.kind === 'write';
+  if (ctx.timedOut) {
+    if (isWrite && ctx.dispatched) {
+      return new BusError('outcome_unknown', 'write_timed_out', `The write to ${tool.name} ran past its deadline; the upstream may or may not have done it.`);
+    }
+    return new BusError('timeout', 'deadline_exceeded', `${tool.name} ran past its deadline.`, {
+      retryable: !isWrite || !ctx.dispatched,
+      retryAfterMs: 0,
+    });
+  }
+  if (ctx.signal.aborted) {
+    return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', { retryable: !isWrite || !ctx.dispatched });
+  }
+  if (err instanceof UpstreamUnavailable) {
+    runtime.breaker.failure();
+    ctx.dispatched = false;
+    return new BusError('upstream_unavailable', 'upstream_down', `Upstream ${tool.upstream} is unavailable; nothing was sent.`, {
+      retryAfterMs: err.retryAfterMs,
+    });
+  }
+  if (err instanceof UpstreamRateLimited) {
+    runtime.queue.pause(err.retryAfterMs);
+    ctx.dispatched = false;
+    return new BusError('rate_limited', 'upstream_429', `Upstream ${tool.upstream} asked the bus to slow down.`, {
+      retryAfterMs: err.retryAfterMs,
+    });
+  }
+  if (err instanceof UpstreamLost) {
+    runtime.breaker.failure();
+    if (isWrite) {
+      return new BusError('outcome_unknown', 'upstream_lost', `The connection to ${tool.upstream} was lost after the write was sent.`);
+    }
+    return new BusError('upstream_unavailable', 'upstream_lost', `The connection to ${tool.upstream} was lost; the read may be retried.`, {
+      retryAfterMs: 500,
+    });
+  }
+  return err;
+}

@@ -1,0 +1,140 @@
+// Stage 5. Idempotency keys: claim the key (one winner on any number of replicas), or serve the stored result, or
+// join the running call, or say why not. It stands before lease and rate limit so that a replay touches no upstream,
+// holds no lease and spends no rate token. After next() it records the outcome; a failure before dispatch deletes
+// the claim so the retry runs normally, a failure after dispatch leaves the key `unknown`.
+import { BusError } from '../../errors.js';
+import type { KeyRecord } from '../../store/contract.js';
+import { fingerprint } from '../canonical-json.js';
+import type { Stage } from '../compose.js';
+import type { CallContext, ToolResult } from '../context.js';
+import type { PipelineServices } from '../services.js';
+import { guardStore } from './store-guard.js';
+
+/** Errors after which the upstream certainly did nothing with the call (it was refused before any work). */
+const NOT_DONE = new Set(['rate_limited', 'upstream_unavailable', 'conflict', 'store_unavailable']);
+
+export function keyScope(tenant: string, tool: string, key: string): string {
+  return `${encodeURIComponent(tenant)}/${tool}/${key}`;
+}
+
+function replay(record: KeyRecord, how: 'replayed' | 'joined'): ToolResult {
+  const result = JSON.parse(record.result ?? '{}') as ToolResult;
+  const meta = (result._meta as Record<string, unknown> | undefined) ?? {};
+  result._meta = { ...meta, 'toolbus/replayed': true, ...(how === 'joined' ? { 'toolbus/joined': true } : {}) };
+  return result;
+}
+
+function unknownError(): BusError {
+  return new BusError(
+    'outcome_unknown',
+    'outcome_unknown',
+    'A call with this key was sent to the upstream but its outcome was lost (timeout, connection loss or a crash).',
+  );
+}
+
+export function idempotency(services: PipelineServices): Stage {
+  return async function idempotencyStage(ctx, next) {
+    const tool = ctx.tool!;
+    if (tool.kind === 'read' || ctx.key === undefined) return next();
+    const cfg = services.config().idempotency;
+    const { store } = services;
+    const scope = keyScope(ctx.agent.tenant, tool.name, ctx.key);
+    const print = fingerprint(ctx.args);
+    let fence = 0;
+    // A joined winner that failed before dispatch deleted its claim: claim again, a bounded number of times.
+    for (let attempt = 0; ; attempt++) {
+      const out = await guardStore(() =>
+        store.claimKey({
+          scope,
+          fingerprint: print,
+          owner: ctx.owner,
+          claimTtlMs: cfg.claimTtlMs,
+          retryUnknown: tool.onUnknown === 'retry',
+        }),
+      );
+      if (out.kind === 'claimed') {
+        fence = out.fence;
+        break;
+      }
+      const record = out.record;
+      if (record.fingerprint !== print) {
+        ctx.outcome = 'idempotency_mismatch';
+        throw new BusError(
+          'idempotency_mismatch',
+          'key_reused_with_other_arguments',
+          `Idempotency key ${JSON.stringify(ctx.key)} was already used for ${tool.name} with other arguments; nothing was run.`,
+        );
+      }
+      if (record.state === 'completed') {
+        ctx.outcome = 'replayed';
+        services.metrics.replay(tool.name);
+        return replay(record, 'replayed');
+      }
+      if (record.state === 'unknown') throw unknownError();
+      const waitMs = Math.min(cfg.joinTimeoutMs, ctx.deadline - Date.now());
+      services.metrics.join(tool.name);
+      const settled = waitMs > 0 ? await guardStore(() => store.waitForKey(scope, waitMs, ctx.signal)) : record;
+      if (settled?.state === 'completed' && settled.fingerprint === print) {
+        ctx.outcome = 'joined';
+        return replay(settled, 'joined');
+      }
+      if (settled?.state === 'unknown') throw unknownError();
+      if (settled === null && attempt < 3) continue;
+      ctx.signal.throwIfAborted();
+      throw new BusError('in_progress', 'key_in_progress', `A call with this key is still running for ${tool.name}.`, {
+        retryAfterMs: Math.min(cfg.joinTimeoutMs, 1000),
+      });
+    }
+
+    const renewEvery = Math.max(50, Math.floor(cfg.claimTtlMs / 3));
+    const renewal = setInterval(() => {
+      store.renewKey(scope, ctx.owner, fence, cfg.claimTtlMs).catch(() => {});
+    }, renewEvery);
+    renewal.unref();
+    ctx.beforeSend = async () => {
+      const ok = await guardStore(() => store.markDispatched(scope, ctx.owner, fence, cfg.claimTtlMs));
+      if (!ok) {
+        // Our claim was taken over (we stalled past its expiry): another call owns the key now; sending would risk
+        // the double write the key exists to prevent.
+        throw new BusError('in_progress', 'claim_lost', 'This call lost its claim on the key to another call.', {
+          retryAfterMs: 500,
+        });
+      }
+    };
+    try {
+      const result = await next();
+      const stored = await store
+        .completeKey(scope, ctx.owner, fence, JSON.stringify(result), cfg.ttlMs)
+        .catch((err: unknown) => {
+          services.logger.error({ err, tool: tool.name }, 'could not record a completed key');
+          return false;
+        });
+      if (!stored) services.logger.warn({ tool: tool.name }, 'completed key was not recorded (claim no longer ours)');
+      return result;
+    } catch (err) {
+      await settleFailure(ctx, err, scope, fence, services);
+      throw err;
+    } finally {
+      clearInterval(renewal);
+    }
+  };
+}
+
+async function settleFailure(
+  ctx: CallContext,
+  err: unknown,
+  scope: string,
+  fence: number,
+  services: PipelineServices,
+): Promise<void> {
+  const { store } = services;
+  const ttl = services.config().idempotency.ttlMs;
+  const refusedUpstream = err instanceof BusError && NOT_DONE.has(err.category);
+  try {
+    if (!ctx.dispatched || refusedUpstream) await store.releaseKey(scope, ctx.owner, fence);
+    else await store.markUnknown(scope, ctx.owner, fence, ttl);
+  } catch (storeErr) {
+    // The store is down: the claim expires by itself (claimed → free, dispatched → unknown), which is what we wanted.
+    services.logger.warn({ err: storeErr }, 'could not settle a failed key; it will expire');
+  }
+}
