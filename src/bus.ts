@@ -149,6 +149,7 @@ export class Bus {
       store: this.store,
       bucket: `rate:${name}`,
       onWait: (_agent: string, waitedMs: number) => this.metrics.queueWait(name, waitedMs),
+      onStoreError: (err: unknown) => this.logger.warn({ err, upstream: name }, 'rate store unreachable; pacing locally'),
     });
     connection.on('state', (state: string) => {
       this.metrics.upstreamUp.set({ upstream: name }, state === 'ready' ? 1 : 0);
@@ -343,6 +344,7 @@ export class Bus {
     clearTimeout(this.reloadTimer);
     for (const w of this.watchers) w.close();
     await this.front?.close();
+    for (const r of this.runtimes.values()) r.queue.close();
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.close().catch(() => {})));
     await this.store?.close().catch(() => {});
   }

@@ -8,6 +8,8 @@ export type ToolKind = 'read' | 'write';
 export type KeyRule = 'required' | 'optional' | 'off';
 
 export const KEY_PROPERTY = 'idempotency_key';
+/** The lease template that stands for the whole upstream (the default for a write with no lease configured). */
+export const WHOLE_UPSTREAM = '*';
 export const KEY_META = 'toolbus/idempotency-key';
 export const KEY_PATTERN = /^[A-Za-z0-9._:-]{8,255}$/;
 
@@ -17,7 +19,7 @@ export interface CatalogTool {
   readonly upstreamTool: string;
   readonly kind: ToolKind;
   readonly keyRule: KeyRule;
-  /** Scope templates; an empty list for a write means "lock the whole upstream". */
+  /** Scope templates (the whole-upstream default is the template `{upstream}`); empty: the write takes no lease. */
   readonly lease: readonly string[];
   readonly leaseIsWholeUpstream: boolean;
   readonly onUnknown: 'fail' | 'retry';
@@ -129,8 +131,10 @@ export class Catalog {
         warn(`hidden: its input schema cannot be used (${(err as Error).message})`);
         continue;
       }
-      const lease = kind === 'write' ? (policy?.lease ?? []) : [];
-      if (kind === 'write' && lease.length === 0) {
+      // No `lease` key: the safe default, the whole upstream. An explicit empty list: no lease at all (for upstreams
+      // that serialize their own writes).
+      const lease = kind === 'write' ? (policy?.lease ?? null) : [];
+      if (kind === 'write' && lease === null) {
         warn(`write tool with no lease configured: it locks the whole upstream "${name}"; set tools.${upstreamTool}.lease to a finer scope`);
       }
       const timeoutMs = policy?.timeoutMs ?? cfg.timeoutMs;
@@ -141,8 +145,8 @@ export class Catalog {
         upstreamTool,
         kind,
         keyRule,
-        lease,
-        leaseIsWholeUpstream: kind === 'write' && lease.length === 0,
+        lease: lease ?? [WHOLE_UPSTREAM],
+        leaseIsWholeUpstream: lease === null,
         onUnknown: policy?.onUnknown ?? 'fail',
         timeoutMs,
         hardTimeoutMs: Math.round(timeoutMs * cfg.progressExtendsUpTo),

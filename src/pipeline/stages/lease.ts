@@ -1,6 +1,7 @@
 // Stage 6. Write leases: writes to the same logical entity serialize, FIFO; reads never wait here. It stands before
 // the rate limit so rate tokens are spent only by calls that can go at once. Scopes are rendered from the validated
 // arguments, prefixed with the upstream, and taken in sorted order (no deadlock between multi-scope writers).
+import { WHOLE_UPSTREAM } from '../../catalog/catalog.js';
 import { BusError } from '../../errors.js';
 import { type LeaseGrant, LeaseWaitTimeout } from '../../store/contract.js';
 import type { Stage } from '../compose.js';
@@ -21,9 +22,12 @@ function pointer(doc: unknown, ptr: string): unknown {
 
 /** Renders `ticket:{/ticket_id}` against the arguments; a missing value is a validation error. */
 export function renderScopes(upstream: string, templates: readonly string[], args: Record<string, unknown>): string[] {
-  if (templates.length === 0) return [upstream];
   const out = new Set<string>();
   for (const t of templates) {
+    if (t === WHOLE_UPSTREAM) {
+      out.add(upstream);
+      continue;
+    }
     const scope = t.replace(PLACEHOLDER, (_m, ptr: string) => {
       const v = pointer(args, ptr);
       if (v === undefined || v === null || typeof v === 'object') {
@@ -39,7 +43,7 @@ export function renderScopes(upstream: string, templates: readonly string[], arg
 export function lease(services: PipelineServices): Stage {
   return async function leaseStage(ctx, next) {
     const tool = ctx.tool!;
-    if (tool.kind === 'read') return next();
+    if (tool.kind === 'read' || tool.lease.length === 0) return next();
     const runtime = services.upstream(tool.upstream);
     const { ttlMs, lockDelayMs } = services.config().leases;
     const scopes = renderScopes(tool.upstream, tool.lease, ctx.args);
