@@ -35,6 +35,11 @@ export interface ClaimRequest {
   claimTtlMs: number;
   /** Tool is `onUnknown: retry`: an `unknown` record with the same fingerprint is taken over instead of returned. */
   retryUnknown: boolean;
+  /**
+   * How long the record lives as `unknown` if its owner dies after dispatch (its expiry turns it unknown); pass
+   * `idempotency.ttlMs`. Default 24 h.
+   */
+  unknownTtlMs?: number;
 }
 
 export interface KeyStore {
@@ -75,7 +80,11 @@ export interface LeaseStore {
    * Waits its turn (FIFO per scope) and grants the lease for `ttlMs`. Rejects with LeaseWaitTimeout after `waitMs`,
    * or with the signal's reason when aborted; in both cases the waiter leaves the queue.
    */
-  acquireLease(scope: string, holder: string, opts: { ttlMs: number; waitMs: number; signal?: AbortSignal }): Promise<LeaseGrant>;
+  acquireLease(
+    scope: string,
+    holder: string,
+    opts: { ttlMs: number; waitMs: number; signal?: AbortSignal },
+  ): Promise<LeaseGrant>;
   renewLease(grant: LeaseGrant, ttlMs: number): Promise<boolean>;
   /** Releases; with `blockForMs` > 0 the scope stays blocked that long (lock-delay after a timed-out holder). */
   releaseLease(grant: LeaseGrant, blockForMs?: number): Promise<void>;
