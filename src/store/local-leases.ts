@@ -129,8 +129,14 @@ export class LocalLeases {
     return !row || row.expiresAt <= this.now();
   }
 
+  /** A fair guess of when the scope frees: when its current row expires (a held lease is renewed, so often later). */
   private retryAfter(scope: string): number {
-    const row = this.rows.get(scope);
+    let row: LeaseRow | undefined;
+    try {
+      row = this.rows.get(scope);
+    } catch {
+      row = undefined;
+    }
     return Math.max(1, row ? Math.ceil(row.expiresAt - this.now()) : 1);
   }
 
@@ -148,7 +154,18 @@ export class LocalLeases {
     }
     const queue = this.queues.get(scope);
     if (!queue || queue.length === 0) return;
-    const row = this.rows.get(scope);
+    let row: LeaseRow | undefined;
+    try {
+      row = this.rows.get(scope);
+    } catch (err) {
+      // The rows cannot be read (the store failed): nobody in this queue can be served.
+      this.queues.delete(scope);
+      for (const w of queue) {
+        w.cleanup();
+        w.reject(err);
+      }
+      return;
+    }
     const now = this.now();
     if (row && row.expiresAt > now) {
       const timer = setTimeout(

@@ -1,0 +1,428 @@
+// The embedded, durable state store: one SQLite file owned by one bus process (lock file PATH.lock).
+//
+// Durability: WAL with synchronous=NORMAL. Every committed transaction is in the WAL before the call returns, so a
+// killed process (kill -9, OOM, crash) loses nothing; only a power loss or OS crash may lose the last transactions
+// before a checkpoint, which is the price of not fsyncing every call.
+//
+// better-sqlite3 is synchronous, and this process is the only writer, so each operation below (a read, the rules of
+// key-rules.ts / gcra.ts, a write) runs to completion without interleaving; the multi-statement ones run in a
+// transaction so that the file never holds half of one. Waiting (joins, lease queues) happens in this process.
+// Lease rows and the fencing-token counter are tables, so a restart keeps tokens monotonic.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import {
+  type AuditEntry,
+  type ClaimOutcome,
+  type ClaimRequest,
+  type KeyRecord,
+  type LeaseGrant,
+  type StateStore,
+  StoreUnavailable,
+  type TakeTokenResult,
+} from './contract.js';
+import { takeFileLock } from './file-lock.js';
+import { type BucketState, pauseBucketState, takeFromBucket } from './gcra.js';
+import {
+  applyTransition,
+  CLAIM_LINGER_MS,
+  decideClaim,
+  type KeyTransition,
+  type StoredKey,
+  settles,
+  viewKey,
+} from './key-rules.js';
+import { type LeaseRow, LocalLeases } from './local-leases.js';
+import { DEFAULT_AUDIT_LIMIT } from './memory.js';
+import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
+
+const SWEEP_EVERY_MS = 60_000;
+const SWEEP_BATCH = 5000;
+const BUCKET_IDLE_MS = 60_000;
+/** Audit entries older than this are deleted, so the file does not grow without bound. */
+export const AUDIT_RETENTION_MS = 30 * 24 * 3600_000;
+/** Leases of a previous incarnation stay blocked at most this long after a restart (as after a timed-out holder). */
+const ABANDONED_LEASE_DELAY_MS = 1000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS keys_v1 (
+  scope TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  fence INTEGER NOT NULL,
+  result TEXT,
+  expires_at INTEGER NOT NULL,
+  unknown_ttl_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keys_v1_expires_at ON keys_v1 (expires_at);
+CREATE TABLE IF NOT EXISTS leases_v1 (
+  scope TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  token INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters_v1 (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets_v1 (
+  bucket TEXT PRIMARY KEY,
+  tat REAL NOT NULL,
+  paused_until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_v1 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  tool TEXT NOT NULL,
+  entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_v1_at ON audit_v1 (at);
+CREATE INDEX IF NOT EXISTS audit_v1_tool ON audit_v1 (tool, id);
+`;
+
+/** Codes that mean the file cannot be used right now (disk, permissions, locking), not a bug in a statement. */
+const UNAVAILABLE = /^SQLITE_(IOERR|FULL|CANTOPEN|BUSY|LOCKED|READONLY|CORRUPT|NOTADB|PROTOCOL|NOMEM|PERM|AUTH)/;
+
+interface KeyRow {
+  state: StoredKey['state'];
+  fingerprint: string;
+  owner: string;
+  fence: number;
+  result: string | null;
+  expiresAt: number;
+  unknownTtlMs: number;
+}
+
+function toStored(row: KeyRow | undefined): StoredKey | undefined {
+  if (!row) return undefined;
+  const { result, ...rest } = row;
+  return result === null ? rest : { ...rest, result };
+}
+
+function prepareStatements(db: Database.Database) {
+  const p = <P extends unknown[] | object = unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql);
+  return {
+    getKey: p<[string], KeyRow>(
+      `SELECT state, fingerprint, owner, fence, result, expires_at AS expiresAt, unknown_ttl_ms AS unknownTtlMs
+       FROM keys_v1 WHERE scope = ?`,
+    ),
+    putKey: p<[string, string, string, string, number, string | null, number, number]>(
+      `INSERT INTO keys_v1 (scope, state, fingerprint, owner, fence, result, expires_at, unknown_ttl_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (scope) DO UPDATE SET state = excluded.state, fingerprint = excluded.fingerprint,
+         owner = excluded.owner, fence = excluded.fence, result = excluded.result,
+         expires_at = excluded.expires_at, unknown_ttl_ms = excluded.unknown_ttl_ms`,
+    ),
+    deleteKey: p<[string]>('DELETE FROM keys_v1 WHERE scope = ?'),
+    sweepKeys: p<{ now: number; linger: number; limit: number }>(
+      `DELETE FROM keys_v1 WHERE rowid IN (SELECT rowid FROM keys_v1 WHERE expires_at <= @now AND (
+         (state IN ('completed', 'unknown'))
+         OR (state = 'claimed' AND expires_at + @linger <= @now)
+         OR (state = 'dispatched' AND expires_at + unknown_ttl_ms <= @now)) LIMIT @limit)`,
+    ),
+    releaseClaims: p<[]>(`DELETE FROM keys_v1 WHERE state = 'claimed'`),
+    dropLostDispatches: p<[number]>(
+      `DELETE FROM keys_v1 WHERE state = 'dispatched' AND expires_at + unknown_ttl_ms <= ?`,
+    ),
+    dispatchesToUnknown: p<[number]>(`UPDATE keys_v1 SET state = 'unknown', expires_at = ? WHERE state = 'dispatched'`),
+    shortenLeases: p<[number, number]>(
+      `UPDATE leases_v1 SET holder = '', expires_at = MIN(expires_at, ?) WHERE expires_at > ?`,
+    ),
+    getLease: p<[string], LeaseRow>('SELECT holder, token, expires_at AS expiresAt FROM leases_v1 WHERE scope = ?'),
+    putLease: p<[string, string, number, number]>(
+      `INSERT INTO leases_v1 (scope, holder, token, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at`,
+    ),
+    deleteLease: p<[string]>('DELETE FROM leases_v1 WHERE scope = ?'),
+    allLeases: p<[], LeaseRow & { scope: string }>(
+      'SELECT scope, holder, token, expires_at AS expiresAt FROM leases_v1',
+    ),
+    sweepLeases: p<[number]>('DELETE FROM leases_v1 WHERE expires_at <= ?'),
+    nextToken: p<[], { value: number }>(
+      `INSERT INTO counters_v1 (name, value) VALUES ('lease-token', 1)
+       ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value`,
+    ),
+    getBucket: p<[string], BucketState>('SELECT tat, paused_until AS pausedUntil FROM buckets_v1 WHERE bucket = ?'),
+    putBucket: p<[string, number, number]>(
+      `INSERT INTO buckets_v1 (bucket, tat, paused_until) VALUES (?, ?, ?)
+       ON CONFLICT (bucket) DO UPDATE SET tat = excluded.tat, paused_until = excluded.paused_until`,
+    ),
+    sweepBuckets: p<[number]>('DELETE FROM buckets_v1 WHERE MAX(tat, paused_until) <= ?'),
+    appendAudit: p<[number, string, string]>('INSERT INTO audit_v1 (at, tool, entry) VALUES (?, ?, ?)'),
+    queryAudit: p<{ since: number; tool: string | null; limit: number }, { entry: string }>(
+      `SELECT entry FROM audit_v1 WHERE at >= @since AND (@tool IS NULL OR tool = @tool) ORDER BY id DESC LIMIT @limit`,
+    ),
+    sweepAudit: p<[number]>('DELETE FROM audit_v1 WHERE at < ?'),
+    ping: p<[], { one: number }>('SELECT 1 AS one'),
+  };
+}
+
+export function openSqliteStore(path: string, opts: { readonly: boolean }): SqliteStore {
+  if (opts.readonly) {
+    let db: Database.Database;
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+    } catch (err) {
+      throw new Error(`cannot open the toolbus state at ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    const found = db
+      .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'audit_v1'`)
+      .get() as {
+      n: number;
+    };
+    if (found.n === 0) {
+      db.close();
+      throw new Error(`${path} holds no toolbus state (tables *_v1)`);
+    }
+    return new SqliteStore(db, undefined);
+  }
+  mkdirSync(dirname(path), { recursive: true });
+  const unlock = takeFileLock(path);
+  try {
+    const db = new Database(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('busy_timeout = 1000');
+    db.exec(SCHEMA);
+    return new SqliteStore(db, unlock);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
+
+export class SqliteStore implements StateStore {
+  readonly kind = 'sqlite' as const;
+  private closed = false;
+  private readonly signals = new ScopeSignals();
+  private readonly leases: LocalLeases;
+  private readonly sweeper: NodeJS.Timeout | undefined;
+  private readonly q: ReturnType<typeof prepareStatements>;
+  private readonly claimTx: (req: ClaimRequest, now: number) => ClaimOutcome;
+  private readonly transitionTx: (
+    scope: string,
+    owner: string,
+    fence: number,
+    t: KeyTransition,
+    now: number,
+  ) => boolean;
+  private readonly grantTx: (scope: string, holder: string, expiresAt: number) => number;
+  private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
+  private readonly settleTx: (unknownTtlMs: number, now: number) => { released: number; unknown: number };
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly unlock: (() => void) | undefined,
+  ) {
+    this.q = prepareStatements(db);
+    const q = this.q;
+    const putKey = (scope: string, r: StoredKey) =>
+      q.putKey.run(scope, r.state, r.fingerprint, r.owner, r.fence, r.result ?? null, r.expiresAt, r.unknownTtlMs);
+
+    this.claimTx = db.transaction((req: ClaimRequest, now: number) => {
+      const { outcome, write } = decideClaim(toStored(q.getKey.get(req.scope)), req, now);
+      if (write) putKey(req.scope, write);
+      return outcome;
+    });
+    this.transitionTx = db.transaction((scope: string, owner: string, fence: number, t: KeyTransition, now: number) => {
+      const next = applyTransition(toStored(q.getKey.get(scope)), owner, fence, t, now);
+      if (next === null) return false;
+      if (next === 'delete') q.deleteKey.run(scope);
+      else putKey(scope, next);
+      return true;
+    });
+    this.grantTx = db.transaction((scope: string, holder: string, expiresAt: number) => {
+      const token = q.nextToken.get()!.value;
+      q.putLease.run(scope, holder, token, expiresAt);
+      return token;
+    });
+    this.takeTx = db.transaction((bucket: string, perSecond: number, burst: number, now: number) => {
+      const { result, next } = takeFromBucket(q.getBucket.get(bucket), now, perSecond, burst);
+      if (next) q.putBucket.run(bucket, next.tat, next.pausedUntil);
+      return result;
+    });
+    this.settleTx = db.transaction((unknownTtlMs: number, now: number) => {
+      const released = q.releaseClaims.run().changes;
+      q.dropLostDispatches.run(now);
+      const unknown = q.dispatchesToUnknown.run(now + unknownTtlMs).changes;
+      // The dead incarnation's leases: its writes may still be finishing upstream, so block briefly, not for the
+      // whole TTL (which would make every retry after a restart wait out the lease).
+      q.shortenLeases.run(now + ABANDONED_LEASE_DELAY_MS, now);
+      return { released, unknown };
+    });
+
+    this.leases = new LocalLeases({
+      get: (scope) => this.guard(() => q.getLease.get(scope)),
+      grant: (scope, holder, expiresAt) => this.guard(() => this.grantTx(scope, holder, expiresAt)),
+      put: (scope, row) => this.guard(() => q.putLease.run(scope, row.holder, row.token, row.expiresAt)),
+      remove: (scope) => this.guard(() => q.deleteLease.run(scope)),
+      all: () => this.guard(() => q.allLeases.all().map(({ scope, ...row }) => [scope, row] as [string, LeaseRow])),
+    });
+    if (unlock) {
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS);
+      this.sweeper.unref();
+    }
+  }
+
+  async claimKey(req: ClaimRequest): Promise<ClaimOutcome> {
+    return this.guard(() => this.claimTx(req, Date.now()));
+  }
+
+  async markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
+    return this.transition(scope, owner, fence, { op: 'dispatch', ttlMs });
+  }
+
+  async renewKey(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
+    return this.transition(scope, owner, fence, { op: 'renew', ttlMs });
+  }
+
+  async completeKey(scope: string, owner: string, fence: number, result: string, ttlMs: number): Promise<boolean> {
+    return this.transition(scope, owner, fence, { op: 'complete', result, ttlMs });
+  }
+
+  async markUnknown(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
+    return this.transition(scope, owner, fence, { op: 'unknown', ttlMs });
+  }
+
+  async releaseKey(scope: string, owner: string, fence: number): Promise<boolean> {
+    return this.transition(scope, owner, fence, { op: 'release' });
+  }
+
+  async getKey(scope: string): Promise<KeyRecord | null> {
+    return this.guard(() => viewKey(toStored(this.q.getKey.get(scope)), Date.now()));
+  }
+
+  waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null> {
+    return waitUntilSettled({
+      scope,
+      timeoutMs,
+      signal,
+      signals: this.signals,
+      read: async () =>
+        this.guard(() => {
+          const now = Date.now();
+          return { record: viewKey(toStored(this.q.getKey.get(scope)), now), now };
+        }),
+    });
+  }
+
+  acquireLease(
+    scope: string,
+    holder: string,
+    opts: { ttlMs: number; waitMs: number; signal?: AbortSignal },
+  ): Promise<LeaseGrant> {
+    try {
+      this.assertOpen();
+      return this.leases.acquire(scope, holder, opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async renewLease(grant: LeaseGrant, ttlMs: number): Promise<boolean> {
+    this.assertOpen();
+    return this.leases.renew(grant, ttlMs);
+  }
+
+  async releaseLease(grant: LeaseGrant, blockForMs?: number): Promise<void> {
+    this.assertOpen();
+    this.leases.release(grant, blockForMs);
+  }
+
+  async listLeases(): Promise<{ scope: string; holder: string; token: number; expiresAt: number; waiters: number }[]> {
+    this.assertOpen();
+    return this.leases.list();
+  }
+
+  async takeToken(bucket: string, perSecond: number, burst: number): Promise<TakeTokenResult> {
+    return this.guard(() => this.takeTx(bucket, perSecond, burst, Date.now()));
+  }
+
+  async pauseBucket(bucket: string, ms: number): Promise<void> {
+    this.guard(() => {
+      const next = pauseBucketState(this.q.getBucket.get(bucket), Date.now(), ms);
+      this.q.putBucket.run(bucket, next.tat, next.pausedUntil);
+    });
+  }
+
+  async appendAudit(entry: AuditEntry): Promise<void> {
+    this.guard(() => this.q.appendAudit.run(entry.at, entry.tool, JSON.stringify(entry)));
+  }
+
+  /** Oldest first (newest last); with a limit, the newest `limit` matching entries. */
+  async queryAudit(query: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
+    return this.guard(() =>
+      this.q.queryAudit
+        .all({
+          since: query.sinceMs ?? Number.MIN_SAFE_INTEGER,
+          tool: query.tool ?? null,
+          limit: query.limit ?? DEFAULT_AUDIT_LIMIT,
+        })
+        .map((r) => JSON.parse(r.entry) as AuditEntry)
+        .reverse(),
+    );
+  }
+
+  async ping(): Promise<void> {
+    this.guard(() => this.q.ping.get());
+  }
+
+  async settleAbandoned(unknownTtlMs: number): Promise<{ released: number; unknown: number }> {
+    if (!this.unlock) return { released: 0, unknown: 0 };
+    return this.guard(() => this.settleTx(unknownTtlMs, Date.now()));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.leases.close(closedError());
+    this.signals.notifyAll();
+    try {
+      this.db.close();
+    } finally {
+      this.unlock?.();
+    }
+  }
+
+  private transition(scope: string, owner: string, fence: number, t: KeyTransition): boolean {
+    const done = this.guard(() => this.transitionTx(scope, owner, fence, t, Date.now()));
+    if (done && settles(t)) this.signals.notify(scope);
+    return done;
+  }
+
+  private sweep(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    try {
+      this.q.sweepKeys.run({ now, linger: CLAIM_LINGER_MS, limit: SWEEP_BATCH });
+      this.q.sweepLeases.run(now);
+      this.q.sweepBuckets.run(now - BUCKET_IDLE_MS);
+      this.q.sweepAudit.run(now - AUDIT_RETENTION_MS);
+    } catch {
+      // A failed sweep is retried next time; expired rows already read as absent.
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw closedError();
+  }
+
+  /** Runs a statement, mapping a file that cannot be used to StoreUnavailable. */
+  private guard<T>(fn: () => T): T {
+    this.assertOpen();
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof Database.SqliteError && UNAVAILABLE.test(err.code)) {
+        throw new StoreUnavailable(`SQLite state file unusable: ${err.code} ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+}
+
+function closedError(): StoreUnavailable {
+  return new StoreUnavailable('the state store is closed');
+}

@@ -1,0 +1,261 @@
+// The contract suite against the SQLite store (a real file per test in a temp dir), plus what only a durable,
+// single-owner store promises: records and fencing tokens survive a reopen and a kill -9, the previous run's calls are
+// settled at start, and the lock file keeps a second bus off the file.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LeaseWaitTimeout, type StateStore, StoreUnavailable } from '../../src/store/contract.js';
+import { createStore } from '../../src/store/index.js';
+import { storeContract, uniqueScope } from './store-contract.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'toolbus-sqlite-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const dbPath = () => join(dir, `${randomUUID()}`, 'state.db');
+const open = (path: string, readonly = false) =>
+  createStore({ kind: 'sqlite', path }, { replicaId: 'test', ...(readonly ? { readonly } : {}) });
+const T = { timeout: 15_000 };
+
+storeContract('sqlite', () => open(dbPath()));
+
+function waitForLine(child: ChildProcess, text: string, timeoutMs: number): Promise<void> {
+  return new Promise((res, rej) => {
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => rej(new Error(`child did not print ${text}: ${out} ${err}`)), timeoutMs);
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes(text)) {
+        clearTimeout(timer);
+        res();
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      rej(new Error(`child exited (${code}) before printing ${text}: ${out} ${err}`));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) res();
+    else child.once('exit', () => res());
+  });
+}
+
+describe('sqlite store: durability and ownership', () => {
+  it('keeps records, held leases and the fencing counter across close and reopen', T, async () => {
+    const path = dbPath();
+    let store: StateStore = await open(path);
+    const done = uniqueScope('done');
+    await store.claimKey({ scope: done, fingerprint: 'fp', owner: 'a', claimTtlMs: 10_000, retryUnknown: false });
+    await store.completeKey(done, 'a', 1, '{"value":42}', 60_000);
+    const scope = uniqueScope('lease');
+    let last = 0;
+    for (let i = 0; i < 3; i++) {
+      const g = await store.acquireLease(scope, `h${i}`, { ttlMs: 10_000, waitMs: 0 });
+      last = g.token;
+      await store.releaseLease(g);
+    }
+    const held = await store.acquireLease(scope, 'held', { ttlMs: 10_000, waitMs: 0 });
+    await store.appendAudit({
+      at: Date.now(),
+      agent: 'a',
+      tenant: 'default',
+      tool: 'lab__write',
+      key: 'k',
+      scopes: [scope],
+      fencingToken: held.token,
+      outcome: 'ok',
+      durationMs: 3,
+    });
+    await store.close();
+    assert.equal(existsSync(`${path}.lock`), false, 'close removes the lock file');
+
+    store = await open(path);
+    try {
+      assert.equal((await store.getKey(done))?.result, '{"value":42}');
+      await assert.rejects(store.acquireLease(scope, 'next', { ttlMs: 10_000, waitMs: 0 }), LeaseWaitTimeout);
+      assert.equal((await store.listLeases()).find((l) => l.scope === scope)?.holder, 'held');
+      assert.equal(await store.renewLease(held, 10_000), true, 'the grant is still valid for its holder');
+      await store.releaseLease(held);
+      const next = await store.acquireLease(scope, 'next', { ttlMs: 10_000, waitMs: 0 });
+      assert.ok(next.token > held.token && held.token > last, 'tokens keep growing after a reopen');
+      assert.equal((await store.queryAudit({ tool: 'lab__write' }))[0]?.fencingToken, held.token);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('survives kill -9: completed records replay, the stale lock is taken over, tokens stay monotonic', T, async () => {
+    const path = dbPath();
+    const script = join(dir, `writer-${randomUUID()}.mts`);
+    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
+    writeFileSync(
+      script,
+      `import { createStore } from ${JSON.stringify(storeModule)};
+const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
+await store.claimKey({ scope: 'k-done', fingerprint: 'fp', owner: 'child:1', claimTtlMs: 60000, retryUnknown: false });
+await store.markDispatched('k-done', 'child:1', 1, 60000);
+await store.completeKey('k-done', 'child:1', 1, '{"n":7}', 60000);
+await store.claimKey({ scope: 'k-flying', fingerprint: 'fp', owner: 'child:2', claimTtlMs: 60000, retryUnknown: false });
+await store.markDispatched('k-flying', 'child:2', 1, 60000);
+await store.claimKey({ scope: 'k-claimed', fingerprint: 'fp', owner: 'child:3', claimTtlMs: 60000, retryUnknown: false });
+let token = 0;
+for (let i = 0; i < 5; i++) {
+  const g = await store.acquireLease('s', 'child', { ttlMs: 60000, waitMs: 0 });
+  token = g.token;
+  if (i < 4) await store.releaseLease(g);
+}
+process.stdout.write('token=' + token + '\\nready\\n');
+setInterval(() => {}, 1000);
+`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    try {
+      await waitForLine(child, 'ready', 10_000);
+      assert.equal(readFileSync(`${path}.lock`, 'utf8').trim(), String(child.pid));
+      await assert.rejects(open(path), new RegExp(`another toolbus \\(pid ${child.pid}\\) owns`));
+    } finally {
+      child.kill('SIGKILL');
+      await exited(child);
+    }
+    const childToken = Number(/token=(\d+)/.exec(out)?.[1]);
+    assert.ok(childToken >= 5);
+    assert.equal(existsSync(`${path}.lock`), true, 'a killed bus leaves its lock behind');
+
+    const store = await open(path);
+    try {
+      assert.equal((await store.getKey('k-done'))?.result, '{"n":7}');
+      assert.equal((await store.getKey('k-flying'))?.state, 'dispatched');
+      const settled = await store.settleAbandoned(60_000);
+      assert.deepEqual(settled, { released: 1, unknown: 1 });
+      assert.equal((await store.getKey('k-flying'))?.state, 'unknown');
+      assert.equal(await store.getKey('k-claimed'), null);
+      // The dead holder's lease blocks only briefly after settling, not for its whole TTL.
+      const began = Date.now();
+      const g = await store.acquireLease('s', 'me', { ttlMs: 10_000, waitMs: 5000 });
+      assert.ok(Date.now() - began < 2000);
+      assert.ok(g.token > childToken, `token ${g.token} after ${childToken}`);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('settles the previous run at start: claims deleted, dispatches unknown with the given TTL', T, async () => {
+    const path = dbPath();
+    const store = await open(path);
+    try {
+      const req = (scope: string, owner: string) => ({
+        scope,
+        fingerprint: 'fp',
+        owner,
+        claimTtlMs: 60_000,
+        retryUnknown: false,
+      });
+      await store.claimKey(req('c1', 'o1'));
+      await store.claimKey(req('c2', 'o2'));
+      await store.claimKey(req('d1', 'o3'));
+      await store.markDispatched('d1', 'o3', 1, 60_000);
+      await store.claimKey(req('done', 'o4'));
+      await store.completeKey('done', 'o4', 1, '1', 60_000);
+      const before = Date.now();
+      assert.deepEqual(await store.settleAbandoned(150), { released: 2, unknown: 1 });
+      assert.equal(await store.getKey('c1'), null);
+      assert.equal(await store.getKey('c2'), null);
+      const d1 = await store.getKey('d1');
+      assert.equal(d1?.state, 'unknown');
+      assert.ok(d1 && d1.expiresAt >= before + 150 && d1.expiresAt <= Date.now() + 150);
+      assert.equal((await store.getKey('done'))?.state, 'completed');
+      assert.deepEqual(await store.settleAbandoned(150), { released: 0, unknown: 0 });
+      await sleep(200);
+      assert.equal(await store.getKey('d1'), null, 'the unknown record expires after the given TTL');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a second owner while the first lives, and takes over a lock whose pid is dead', T, async () => {
+    const path = dbPath();
+    const first = await open(path);
+    try {
+      assert.equal(readFileSync(`${path}.lock`, 'utf8').trim(), String(process.pid));
+      await assert.rejects(
+        open(path),
+        new RegExp(`another toolbus \\(pid ${process.pid}\\) owns ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+      );
+    } finally {
+      await first.close();
+    }
+    const dead = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    await exited(dead);
+    writeFileSync(`${path}.lock`, `${dead.pid}\n`);
+    const second = await open(path);
+    assert.equal(readFileSync(`${path}.lock`, 'utf8').trim(), String(process.pid));
+    await second.close();
+    writeFileSync(`${path}.lock`, 'garbage');
+    const third = await open(path);
+    await third.close();
+  });
+
+  it('opens read-only beside a running bus without its lock, and refuses writes there', T, async () => {
+    const path = dbPath();
+    const bus = await open(path);
+    try {
+      await bus.appendAudit({
+        at: Date.now(),
+        agent: 'a',
+        tenant: 't',
+        tool: 'x__y',
+        key: null,
+        scopes: [],
+        fencingToken: null,
+        outcome: 'ok',
+        durationMs: 1,
+      });
+      const reader = await open(path, true);
+      try {
+        assert.equal((await reader.queryAudit({ tool: 'x__y' })).length, 1);
+        await assert.rejects(
+          reader.claimKey({ scope: 'k', fingerprint: 'f', owner: 'o', claimTtlMs: 1000, retryUnknown: false }),
+          StoreUnavailable,
+        );
+        assert.deepEqual(await reader.settleAbandoned(1000), { released: 0, unknown: 0 });
+      } finally {
+        await reader.close();
+      }
+      assert.equal(
+        readFileSync(`${path}.lock`, 'utf8').trim(),
+        String(process.pid),
+        "the reader left the bus's lock alone",
+      );
+      await bus.appendAudit({
+        at: Date.now(),
+        agent: 'a',
+        tenant: 't',
+        tool: 'x__y',
+        key: null,
+        scopes: [],
+        fencingToken: null,
+        outcome: 'ok',
+        durationMs: 1,
+      });
+    } finally {
+      await bus.close();
+    }
+    await assert.rejects(open(join(dir, 'missing', 'state.db'), true), /cannot open the toolbus state/);
+  });
+});
