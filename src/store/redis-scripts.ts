@@ -153,7 +153,7 @@ end
 local retry = 1
 if held then retry = math.max(1, ex - now) end
 if ARGV[6] == '1' then
-  if not redis.call('ZSCORE', KEYS[2], id) then redis.call('ZADD', KEYS[2], nowUs, id) end
+  if not redis.call('ZSCORE', KEYS[2], id) then redis.call('ZADD', KEYS[2], string.format('%.0f', nowUs), id) end
   redis.call('ZADD', KEYS[3], now + hb, id)
   redis.call('PEXPIRE', KEYS[2], 2 * hb)
   redis.call('PEXPIRE', KEYS[3], 2 * hb)

@@ -64,6 +64,9 @@ function closedError(): StoreUnavailable {
   return new StoreUnavailable('the state store is closed');
 }
 
+/** Redis takes whole milliseconds (PEXPIRE refuses fractions). */
+const ms = (n: number) => Math.max(0, Math.ceil(n));
+
 const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
 
 type LeaseReply = [1, number, number] | [0, number, 0 | 1];
@@ -124,9 +127,9 @@ export class RedisStore implements StateStore {
       [
         req.fingerprint,
         req.owner,
-        req.claimTtlMs,
+        ms(req.claimTtlMs),
         req.retryUnknown ? '1' : '0',
-        req.unknownTtlMs ?? DEFAULT_UNKNOWN_TTL_MS,
+        ms(req.unknownTtlMs ?? DEFAULT_UNKNOWN_TTL_MS),
         CLAIM_LINGER_MS,
       ],
     )) as [string, ...unknown[]];
@@ -212,7 +215,7 @@ export class RedisStore implements StateStore {
             this.leaseIndex(),
             this.tokenCounter(),
           ],
-          [waiter, holder, opts.ttlMs, LEASE_HEARTBEAT_TTL_MS, scope, queueUp, TOKEN_COUNTER_TTL_MS],
+          [waiter, holder, ms(opts.ttlMs), LEASE_HEARTBEAT_TTL_MS, scope, queueUp, TOKEN_COUNTER_TTL_MS],
         )) as LeaseReply;
         if (r[0] === 1) return { scope, holder, token: Number(r[1]) };
         queued = queueUp === '1';
@@ -259,7 +262,7 @@ export class RedisStore implements StateStore {
     const r = await this.eval(
       LEASE_RENEW,
       [this.lease(grant.scope), this.leaseIndex()],
-      [grant.holder, String(grant.token), ttlMs, grant.scope],
+      [grant.holder, String(grant.token), ms(ttlMs), grant.scope],
     );
     return r === 1;
   }
@@ -268,7 +271,7 @@ export class RedisStore implements StateStore {
     await this.eval(
       LEASE_RELEASE,
       [this.lease(grant.scope), this.leaseIndex()],
-      [grant.holder, String(grant.token), Math.max(0, Math.ceil(blockForMs)), this.leaseChannel, grant.scope],
+      [grant.holder, String(grant.token), ms(blockForMs), this.leaseChannel, grant.scope],
     );
     // Waiters in this process need not wait for the pub/sub round trip.
     this.leaseSignals.notify(grant.scope);
@@ -305,8 +308,8 @@ export class RedisStore implements StateStore {
     return r[0] === 1 ? { ok: true } : { ok: false, retryAfterMs: Number(r[1]) };
   }
 
-  async pauseBucket(bucket: string, ms: number): Promise<void> {
-    await this.eval(RATE_PAUSE, [this.bucket(bucket)], [Math.max(0, Math.ceil(ms))]);
+  async pauseBucket(bucket: string, pauseMs: number): Promise<void> {
+    await this.eval(RATE_PAUSE, [this.bucket(bucket)], [ms(pauseMs)]);
   }
 
   async appendAudit(entry: AuditEntry): Promise<void> {
@@ -378,7 +381,7 @@ export class RedisStore implements StateStore {
         t.op,
         owner,
         fence,
-        'ttlMs' in t ? t.ttlMs : 0,
+        'ttlMs' in t ? ms(t.ttlMs) : 0,
         t.op === 'complete' ? t.result : '',
         this.keyChannel,
         scope,
