@@ -49,6 +49,7 @@ export function idempotency(services: PipelineServices): Stage {
           fingerprint: print,
           owner: ctx.owner,
           claimTtlMs: cfg.claimTtlMs,
+          unknownTtlMs: cfg.ttlMs,
           retryUnknown: tool.onUnknown === 'retry',
         }),
       );
