@@ -1,6 +1,7 @@
 // The core bus end to end: the real toolbus process, the real example tickets upstream and the lab fixture upstream.
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, TICKETS_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
@@ -160,11 +161,25 @@ describe('core bus', () => {
     assert.equal(((unknown.body as { error: { code: number } }).error).code, -32601);
   });
 
-  it('refuses a foreign Host header (DNS rebinding guard)', async () => {
-    const r = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { host: 'evil.example:80' });
-    assert.equal(r.status, 403);
+  it('refuses a foreign Host header or Origin (DNS rebinding guard)', async () => {
+    // fetch may not set Host, so this request is made with node:http.
+    const status = await new Promise<number>((resolve, reject) => {
+      const u = new URL(bus.url);
+      const req = httpRequest(
+        { host: u.hostname, port: u.port, path: '/mcp', method: 'POST', headers: { host: 'evil.example', authorization: 'Bearer alice-token-123', 'content-type': 'application/json' } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));
+    });
+    assert.equal(status, 403);
     const o = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { origin: 'http://evil.example' });
     assert.equal(o.status, 403);
+    const local = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { origin: 'http://localhost:3000' });
+    assert.equal(local.status, 200);
   });
 
   it('relays resources and prompts, namespaced', async () => {

@@ -70,7 +70,8 @@ export function forward(services: PipelineServices): Stage {
         ctx.deadline = extended;
         arm();
       }
-      relay?.(p);
+      // The upstream saw a token of the bus's own; the agent gets back the token it sent.
+      relay?.({ ...p, progressToken: ctx.meta?.progressToken });
     };
     try {
       const result = await runtime.connection.request('tools/call', params, {
@@ -114,7 +115,9 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
     return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', { retryable: !isWrite || !ctx.dispatched });
   }
   if (err instanceof UpstreamUnavailable) {
-    runtime.breaker.failure();
+    // While the connection is restarting, supervision already fails calls fast: only failures of a connection that
+    // looked ready count towards opening the breaker.
+    if (runtime.connection.state === 'ready') runtime.breaker.failure();
     ctx.dispatched = false;
     return new BusError('upstream_unavailable', 'upstream_down', `Upstream ${tool.upstream} is unavailable; nothing was sent.`, {
       retryAfterMs: err.retryAfterMs,

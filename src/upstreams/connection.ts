@@ -1,0 +1,447 @@
+// One shared, supervised connection per upstream MCP server (a stdio child process or a Streamable HTTP URL).
+// The SDK's client transports move the bytes (process spawning and framing; HTTP, SSE and sessions); on top sits a
+// thin JSON-RPC correlation layer, because the bus passes results through as they are and the SDK Client's per-call
+// schema validation would cost a core on the hot path. A connection restarts with backoff when it fails, and rotates
+// credentials blue/green: the new generation takes new calls once ready, the old one drains, then closes.
+import { EventEmitter } from 'node:events';
+import { LATEST_PROTOCOL_VERSION, SdkHttpError, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/client/stdio';
+import type { Logger } from 'pino';
+import { type HttpUpstreamConfig, type UpstreamConfig, isStdioUpstream } from '../config/schema.js';
+import { UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable, parseRetryAfter } from './errors.js';
+
+export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
+
+export interface UpstreamRequestOptions {
+  /** Abort → notifications/cancelled goes upstream and the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Transport-level safety net only; the pipeline owns deadlines. */
+  timeoutMs?: number;
+  /** Upstream notifications/progress for this request. */
+  onProgress?: (params: Record<string, unknown>) => void;
+  /** Called right before the request is handed to the transport (the "first byte" moment). */
+  onSent?: () => void;
+}
+
+type JsonRpc = {
+  jsonrpc: '2.0';
+  id?: string | number;
+  method?: string;
+  params?: Record<string, unknown>;
+  result?: Record<string, unknown>;
+  error?: { code: number; message: string; data?: unknown };
+};
+
+interface Pending {
+  resolve: (result: Record<string, unknown>) => void;
+  reject: (err: unknown) => void;
+  onProgress: ((params: Record<string, unknown>) => void) | undefined;
+  progressToken: string | undefined;
+  cleanup: () => void;
+}
+
+const VERSION = '0.1.0';
+/** Safety net for a request whose answer never comes and whose caller set no deadline. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 10 * 60_000;
+
+/** One transport and its in-flight requests: the unit that is started, drained and closed. */
+class Generation {
+  private readonly pending = new Map<number, Pending>();
+  private readonly byToken = new Map<string, Pending>();
+  private nextId = 1;
+  closed = false;
+  ready = false;
+  capabilities: Record<string, unknown> | undefined;
+  instructions: string | undefined;
+  protocolVersion: string | undefined;
+  /** Retry-After of the last 429 seen by this generation's fetch (HTTP only). */
+  lastRetryAfterMs = 1000;
+  readonly transport: StdioClientTransport | StreamableHTTPClientTransport;
+  onClosed: ((gen: Generation) => void) | undefined;
+  onNotification: ((method: string, params: Record<string, unknown> | undefined) => void) | undefined;
+
+  constructor(
+    readonly name: string,
+    /** Mutable for HTTP upstreams only: a rotated header applies to the next request. */
+    public cfg: UpstreamConfig,
+    private readonly logger: Logger | undefined,
+  ) {
+    if (isStdioUpstream(cfg)) {
+      const transport = new StdioClientTransport({
+        command: cfg.command,
+        args: cfg.args,
+        env: { ...getDefaultEnvironment(), ...cfg.env },
+        ...(cfg.cwd ? { cwd: cfg.cwd } : {}),
+        stderr: 'pipe',
+      });
+      transport.stderr?.on('data', (chunk: Buffer) => this.logger?.debug({ stderr: chunk.toString('utf8').trimEnd() }, 'upstream stderr'));
+      this.transport = transport;
+    } else {
+      this.transport = new StreamableHTTPClientTransport(new URL(cfg.url), { fetch: (url, init) => this.fetchWithHeaders(url, init) });
+    }
+    this.transport.onmessage = (msg) => this.receive(msg as JsonRpc);
+    this.transport.onclose = () => this.fail(new UpstreamLost(this.name, 'connection closed'));
+    this.transport.onerror = (err) => this.logger?.debug({ err: err.message }, 'upstream transport error');
+  }
+
+  get pid(): number | undefined {
+    return this.transport instanceof StdioClientTransport ? (this.transport.pid ?? undefined) : undefined;
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  private async fetchWithHeaders(url: string | URL, init?: RequestInit): Promise<Response> {
+    const headers = new Headers(init?.headers);
+    for (const [k, v] of Object.entries((this.cfg as HttpUpstreamConfig).headers)) headers.set(k, v);
+    const res = await fetch(url, { ...init, headers });
+    if (res.status === 429) this.lastRetryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
+    return res;
+  }
+
+  async start(timeoutMs: number): Promise<void> {
+    await this.transport.start();
+    const init = await this.request(
+      'initialize',
+      { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'toolbus', version: VERSION } },
+      { timeoutMs },
+    );
+    this.capabilities = (init.capabilities as Record<string, unknown> | undefined) ?? {};
+    this.instructions = typeof init.instructions === 'string' ? init.instructions : undefined;
+    this.protocolVersion = typeof init.protocolVersion === 'string' ? init.protocolVersion : LATEST_PROTOCOL_VERSION;
+    if (this.transport instanceof StreamableHTTPClientTransport) this.transport.setProtocolVersion(this.protocolVersion);
+    await this.transport.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    this.ready = true;
+  }
+
+  request(method: string, params: Record<string, unknown> | undefined, opts: UpstreamRequestOptions = {}): Promise<Record<string, unknown>> {
+    if (this.closed) return Promise.reject(new UpstreamUnavailable(this.name, 500, 'connection closed'));
+    const id = this.nextId++;
+    const { signal, onProgress } = opts;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    let message: JsonRpc = { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) };
+    let progressToken: string | undefined;
+    if (onProgress) {
+      progressToken = `tb-${id}`;
+      const meta = { ...((params?._meta as Record<string, unknown> | undefined) ?? {}), progressToken };
+      message = { ...message, params: { ...params, _meta: meta } };
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.settle(id)?.reject(new UpstreamLost(this.name, 'no answer in time'));
+        void this.cancel(id, 'timeout');
+      }, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+      const onAbort = () => {
+        const p = this.settle(id);
+        if (!p) return;
+        void this.cancel(id, signal?.reason instanceof Error ? signal.reason.message : 'cancelled');
+        p.reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const entry: Pending = {
+        resolve,
+        reject,
+        onProgress,
+        progressToken,
+        cleanup: () => {
+          clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      this.pending.set(id, entry);
+      if (progressToken) this.byToken.set(progressToken, entry);
+      opts.onSent?.();
+      this.transport.send(message as never).catch((err: unknown) => this.settle(id)?.reject(this.sendFailure(err)));
+    });
+  }
+
+  private sendFailure(err: unknown): Error {
+    if (err instanceof SdkHttpError) {
+      const status = err.status;
+      if (status === 429) return new UpstreamRateLimited(this.name, this.lastRetryAfterMs);
+      // The server refused before doing anything: not found (session gone), unavailable, auth.
+      if (status === 404 || status === 503 || status === 401 || status === 403) {
+        if (status === 404) this.fail(new UpstreamUnavailable(this.name, 200, 'session expired'));
+        return new UpstreamUnavailable(this.name, 1000, `HTTP ${status}`);
+      }
+      return new UpstreamLost(this.name, `HTTP ${status}`);
+    }
+    const cause = (err as { cause?: { code?: string } } | undefined)?.cause;
+    if (cause?.code === 'ECONNREFUSED' || cause?.code === 'ENOTFOUND') {
+      this.fail(new UpstreamUnavailable(this.name, 500, 'connection refused'));
+      return new UpstreamUnavailable(this.name, 500, 'connection refused');
+    }
+    if (this.transport instanceof StdioClientTransport && !this.transport.pid) {
+      return new UpstreamUnavailable(this.name, 500, 'process not running');
+    }
+    return new UpstreamLost(this.name, 'send failed');
+  }
+
+  private async cancel(id: number, reason: string): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.transport.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } });
+    } catch {
+      // The connection is going away; the upstream drops the request with it.
+    }
+  }
+
+  private settle(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (!p) return undefined;
+    this.pending.delete(id);
+    if (p.progressToken) this.byToken.delete(p.progressToken);
+    p.cleanup();
+    if (this.closed || !this.ready) this.maybeFinishDrain();
+    return p;
+  }
+
+  private receive(msg: JsonRpc): void {
+    if (msg.id !== undefined && msg.method === undefined) {
+      const p = this.settle(msg.id as number);
+      if (!p) return;
+      if (msg.error) p.reject(new UpstreamRpcError(msg.error.code, msg.error.message, msg.error.data));
+      else p.resolve(msg.result ?? {});
+      return;
+    }
+    if (msg.method && msg.id !== undefined) {
+      // A request from the server. toolbus answers ping and does not relay sampling/elicitation/roots (yet).
+      const reply: JsonRpc =
+        msg.method === 'ping'
+          ? { jsonrpc: '2.0', id: msg.id, result: {} }
+          : { jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: `toolbus does not relay ${msg.method}` } };
+      this.transport.send(reply as never).catch(() => {});
+      return;
+    }
+    if (msg.method === 'notifications/progress') {
+      const token = msg.params?.progressToken;
+      const p = typeof token === 'string' ? this.byToken.get(token) : undefined;
+      p?.onProgress?.(msg.params ?? {});
+      return;
+    }
+    if (msg.method) this.onNotification?.(msg.method, msg.params);
+  }
+
+  /** Rejects everything in flight (it was sent: outcome lost) and reports the generation closed. */
+  fail(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
+    this.onClosed?.(this);
+    void this.transport.close().catch(() => {});
+  }
+
+  private drainResolve: (() => void) | undefined;
+
+  /** Stops taking requests; resolves once in-flight ones finished (or the grace period ran out), then closes. */
+  drain(graceMs: number): Promise<void> {
+    this.ready = false;
+    return new Promise<void>((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.drainResolve = undefined;
+        this.onClosed = undefined;
+        this.fail(new UpstreamLost(this.name, 'connection drained'));
+        resolve();
+      };
+      const timer = setTimeout(finish, graceMs);
+      this.drainResolve = finish;
+      this.maybeFinishDrain();
+    });
+  }
+
+  private maybeFinishDrain(): void {
+    if (this.drainResolve && this.pending.size === 0) this.drainResolve();
+  }
+}
+
+export class UpstreamConnection extends EventEmitter {
+  private current: Generation | undefined;
+  private readonly draining = new Set<Generation>();
+  private _state: UpstreamState = 'connecting';
+  private restarts = 0;
+  private attempt = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private nextAttemptAt = 0;
+  private stopped = false;
+  private connecting: Promise<void> | undefined;
+
+  constructor(
+    readonly name: string,
+    private cfg: UpstreamConfig,
+    private readonly opts: { logger?: Logger } = {},
+  ) {
+    super();
+  }
+
+  get state(): UpstreamState {
+    return this._state;
+  }
+
+  get pid(): number | undefined {
+    return this.current?.pid;
+  }
+
+  get serverCapabilities(): Record<string, unknown> | undefined {
+    return this.current?.capabilities;
+  }
+
+  get instructions(): string | undefined {
+    return this.current?.instructions;
+  }
+
+  get restartCount(): number {
+    return this.restarts;
+  }
+
+  private setState(s: UpstreamState): void {
+    if (this._state === s) return;
+    this._state = s;
+    this.emit('state', s);
+  }
+
+  /** First attempt; resolves when ready or when the attempt failed (then retries go on in the background). */
+  start(): Promise<void> {
+    this.connecting ??= this.connect().finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  private async connect(): Promise<void> {
+    if (this.stopped) return;
+    this.setState('connecting');
+    const gen = this.spawn(this.cfg);
+    try {
+      await gen.start(this.cfg.connectTimeoutMs);
+      if (this.stopped) {
+        gen.fail(new UpstreamUnavailable(this.name, 0, 'closed'));
+        return;
+      }
+      this.current = gen;
+      this.attempt = 0;
+      this.setState('ready');
+      this.opts.logger?.info({ pid: gen.pid }, 'upstream connected');
+    } catch (err) {
+      gen.onClosed = undefined;
+      gen.fail(new UpstreamUnavailable(this.name, 0, 'start failed'));
+      this.opts.logger?.warn({ err: (err as Error).message }, 'upstream connection failed');
+      this.scheduleRestart();
+    }
+  }
+
+  private spawn(cfg: UpstreamConfig): Generation {
+    const gen = new Generation(this.name, cfg, this.opts.logger);
+    gen.onNotification = (method, params) => this.emit('notification', method, params);
+    gen.onClosed = (g) => {
+      if (g !== this.current) return;
+      this.current = undefined;
+      if (this.stopped) return;
+      this.opts.logger?.warn('upstream connection lost; restarting');
+      this.scheduleRestart();
+    };
+    return gen;
+  }
+
+  private scheduleRestart(): void {
+    if (this.stopped || this.retryTimer) return;
+    this.setState('down');
+    const { initialDelayMs, maxDelayMs } = this.cfg.restart;
+    const base = Math.min(maxDelayMs, initialDelayMs * 2 ** this.attempt);
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this.attempt++;
+    this.nextAttemptAt = Date.now() + delay;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.restarts++;
+      this.emit('restart', this.restarts);
+      void this.start();
+    }, delay);
+  }
+
+  async ready(timeoutMs: number): Promise<boolean> {
+    if (this._state === 'ready') return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.off('state', onState);
+        resolve(false);
+      }, timeoutMs);
+      const onState = (s: UpstreamState) => {
+        if (s === 'ready' || s === 'closed') {
+          clearTimeout(timer);
+          this.off('state', onState);
+          resolve(s === 'ready');
+        }
+      };
+      this.on('state', onState);
+    });
+  }
+
+  request(method: string, params: Record<string, unknown> | undefined, opts?: UpstreamRequestOptions): Promise<Record<string, unknown>> {
+    const gen = this.current;
+    if (!gen?.ready || this._state !== 'ready') {
+      const wait = Math.max(100, this.nextAttemptAt - Date.now());
+      return Promise.reject(new UpstreamUnavailable(this.name, wait, this._state === 'closed' ? 'closed' : 'restarting'));
+    }
+    return gen.request(method, params, opts);
+  }
+
+  async notify(method: string, params?: Record<string, unknown>): Promise<void> {
+    await this.current?.transport.send({ jsonrpc: '2.0', method, ...(params ? { params } : {}) } as never);
+  }
+
+  /**
+   * Live credential rotation. HTTP: the next request uses the new headers (same session). Stdio: blue/green: a new
+   * process with the new env takes new calls once ready; the old one finishes its in-flight calls, then exits.
+   */
+  async reconfigure(cfg: UpstreamConfig): Promise<void> {
+    const old = this.current;
+    if (!isStdioUpstream(cfg) && old && !isStdioUpstream(old.cfg) && old.cfg.url === cfg.url) {
+      this.cfg = cfg;
+      old.cfg = cfg;
+      return;
+    }
+    const gen = this.spawn(cfg);
+    try {
+      await gen.start(cfg.connectTimeoutMs);
+    } catch (err) {
+      gen.onClosed = undefined;
+      gen.fail(new UpstreamUnavailable(this.name, 0, 'start failed'));
+      throw new Error(`the new ${this.name} connection did not start (${(err as Error).message}); keeping the old one`);
+    }
+    this.cfg = cfg;
+    this.current = gen;
+    this.attempt = 0;
+    this.setState('ready');
+    if (old) {
+      old.onClosed = undefined;
+      this.draining.add(old);
+      void old.drain(cfg.timeoutMs * 2).finally(() => this.draining.delete(old));
+    }
+    this.opts.logger?.info({ pid: gen.pid }, 'upstream rotated');
+  }
+
+  /** In-flight requests on the current and draining generations (for tests and the dashboard). */
+  get inFlight(): number {
+    let n = this.current?.inFlight ?? 0;
+    for (const g of this.draining) n += g.inFlight;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const gens = [this.current, ...this.draining].filter((g): g is Generation => g !== undefined);
+    this.current = undefined;
+    this.draining.clear();
+    for (const g of gens) {
+      g.onClosed = undefined;
+      g.fail(new UpstreamLost(this.name, 'bus shutting down'));
+    }
+    await Promise.all(gens.map((g) => g.transport.close().catch(() => {})));
+    this.setState('closed');
+  }
+}

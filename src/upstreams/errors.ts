@@ -1,0 +1,57 @@
+// How a request to an upstream can fail, as classes the pipeline maps onto the error table. Messages never carry
+// header values, env values or URL credentials: they name the upstream and what happened, nothing else.
+
+/** Nothing was sent: the upstream is not connected, restarting, or refused the connection. */
+export class UpstreamUnavailable extends Error {
+  constructor(
+    readonly upstream: string,
+    readonly retryAfterMs: number,
+    reason = 'not connected',
+  ) {
+    super(`upstream ${upstream} is unavailable (${reason})`);
+    this.name = 'UpstreamUnavailable';
+  }
+}
+
+/** The request was sent, but the connection failed before an answer came: its outcome is unknown. */
+export class UpstreamLost extends Error {
+  constructor(
+    readonly upstream: string,
+    reason = 'connection lost',
+  ) {
+    super(`upstream ${upstream}: ${reason} before it answered`);
+    this.name = 'UpstreamLost';
+  }
+}
+
+/** The upstream answered with a JSON-RPC error. */
+export class UpstreamRpcError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = 'UpstreamRpcError';
+  }
+}
+
+/** The upstream (HTTP) answered 429: slow down for retryAfterMs. Nothing was done. */
+export class UpstreamRateLimited extends Error {
+  constructor(
+    readonly upstream: string,
+    readonly retryAfterMs: number,
+  ) {
+    super(`upstream ${upstream} answered 429`);
+    this.name = 'UpstreamRateLimited';
+  }
+}
+
+/** Retry-After: seconds or an HTTP date → ms (default 1 s). */
+export function parseRetryAfter(value: string | null, now = Date.now()): number {
+  if (!value) return 1000;
+  const secs = Number(value);
+  if (Number.isFinite(secs)) return Math.max(0, Math.round(secs * 1000));
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? 1000 : Math.max(0, at - now);
+}
