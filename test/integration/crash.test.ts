@@ -1,13 +1,13 @@
 // Idempotency records survive a bus killed with SIGKILL: a completed key is replayed after restart, a key that was in
 // flight becomes outcome_unknown (or re-runs for a tool configured onUnknown: retry), never a silent second write.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
-import { writeFileSync } from 'node:fs';
 
 const dir = tempDir();
 const labLog = join(dir, 'lab.log');
@@ -82,6 +82,31 @@ describe('crash safety (SQLite store, SIGKILL)', () => {
       const same = await b.call('labretry__slow', { ms: 4000, tag: 'inflight-b', idempotency_key: 'crash-fly-0002' });
       assert.notEqual(same.isError, true, JSON.stringify(same));
       assert.equal(starts('slow', 'inflight-b'), 2, 'onUnknown: retry runs the write again');
+    } finally {
+      await bus.stop();
+    }
+  });
+
+  it('internal: a stored record the bus cannot read becomes a retryable internal error, and nothing runs', async () => {
+    let bus = await startBusWithConfig(config, { cwd: dir });
+    try {
+      const a = new AgentClient(bus.url, 'crash-token-1');
+      const first = await a.call('lab__counter_incr', { entity: 'corrupt', idempotency_key: 'corrupt-key-0001' });
+      assert.notEqual(first.isError, true);
+      await bus.stop();
+      // Damage the stored result the way a bad disk or a hand edit would.
+      const db = new Database(join(dir, 'state.db'));
+      const changed = db.prepare("UPDATE keys_v1 SET result = '{not json' WHERE scope LIKE '%corrupt-key-0001'").run().changes;
+      db.close();
+      assert.equal(changed, 1);
+      bus = await startBusWithConfig(config, { cwd: dir });
+      const b = new AgentClient(bus.url, 'crash-token-1');
+      const err = busErrorStrict(await b.call('lab__counter_incr', { entity: 'corrupt', idempotency_key: 'corrupt-key-0001' }));
+      assert.equal(err.category, 'internal');
+      assert.equal(err.retryable, true);
+      assert.ok(!err.message.includes('not json'), 'the local fault does not leak');
+      const value = (await b.call('lab__counter_get', { entity: 'corrupt' })).structuredContent as { value: number };
+      assert.equal(value.value, 1);
     } finally {
       await bus.stop();
     }
