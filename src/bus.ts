@@ -45,7 +45,10 @@ export function createLogger(level: string, secrets: () => readonly string[], st
     {
       level,
       base: { service: 'toolbus' },
-      redact: { paths: ['*.headers', '*.env', 'headers', 'env', '*.authorization', 'authorization', '*.token', 'token'], censor: '[redacted]' },
+      redact: {
+        paths: ['*.headers', '*.env', 'headers', 'env', '*.authorization', 'authorization', '*.token', 'token'],
+        censor: '[redacted]',
+      },
       hooks: { streamWrite: redact },
     },
     (stream ?? process.stderr) as pino.DestinationStream,
@@ -72,7 +75,10 @@ export class Bus {
   address = { host: '127.0.0.1', port: 0 };
   private stopping = false;
 
-  private constructor(loaded: LoadedConfig, private readonly opts: BusOptions) {
+  private constructor(
+    loaded: LoadedConfig,
+    private readonly opts: BusOptions,
+  ) {
     this.loaded = loaded;
     this.logger = createLogger(loaded.config.logging.level, () => this.loaded.secrets, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
@@ -105,7 +111,10 @@ export class Bus {
     this.store = await createStore(cfg.store, { replicaId: this.replicaId });
     const settled = await this.store.settleAbandoned(cfg.idempotency.ttlMs);
     if (settled.released + settled.unknown > 0) {
-      this.logger.warn(settled, 'settled calls left in flight by a previous run (claims released, dispatched marked unknown)');
+      this.logger.warn(
+        settled,
+        'settled calls left in flight by a previous run (claims released, dispatched marked unknown)',
+      );
     }
     for (const [name, ucfg] of Object.entries(cfg.upstreams)) this.addUpstream(name, ucfg);
     this.directory = new UpstreamDirectory(() => this.directoryUpstreams());
@@ -149,7 +158,8 @@ export class Bus {
       store: this.store,
       bucket: `rate:${name}`,
       onWait: (_agent: string, waitedMs: number) => this.metrics.queueWait(name, waitedMs),
-      onStoreError: (err: unknown) => this.logger.warn({ err, upstream: name }, 'rate store unreachable; pacing locally'),
+      onStoreError: (err: unknown) =>
+        this.logger.warn({ err, upstream: name }, 'rate store unreachable; pacing locally'),
     });
     connection.on('state', (state: string) => {
       this.metrics.upstreamUp.set({ upstream: name }, state === 'ready' ? 1 : 0);
@@ -179,10 +189,13 @@ export class Bus {
         cursor = res.nextCursor;
         if (typeof cursor !== 'string') break;
       }
-      const before = JSON.stringify([...this.catalog.all()].filter((t) => t.upstream === name).map((t) => t.definition));
+      const before = JSON.stringify(
+        [...this.catalog.all()].filter((t) => t.upstream === name).map((t) => t.definition),
+      );
       this.catalog.setUpstream(name, ucfg, { tools });
       const after = JSON.stringify([...this.catalog.all()].filter((t) => t.upstream === name).map((t) => t.definition));
-      for (const w of this.catalog.warnings.filter((x) => x.tool.startsWith(`${name}__`))) this.logger.debug(w, 'catalog warning');
+      for (const w of this.catalog.warnings.filter((x) => x.tool.startsWith(`${name}__`)))
+        this.logger.debug(w, 'catalog warning');
       if (before !== after) {
         this.toolLists.clear();
         this.front?.broadcast('notifications/tools/list_changed');
@@ -217,7 +230,8 @@ export class Bus {
   /** What the dashboard shows; also handy for tests. */
   async snapshot(): Promise<Record<string, unknown>> {
     const sessionsByAgent = new Map<string, number>();
-    for (const s of this.front.sessions.values()) sessionsByAgent.set(s.agent.id, (sessionsByAgent.get(s.agent.id) ?? 0) + 1);
+    for (const s of this.front.sessions.values())
+      sessionsByAgent.set(s.agent.id, (sessionsByAgent.get(s.agent.id) ?? 0) + 1);
     let leases: Awaited<ReturnType<StateStore['listLeases']>> = [];
     let storeOk = true;
     try {
@@ -228,7 +242,9 @@ export class Bus {
     return {
       replica: this.replicaId,
       store: { kind: this.store.kind, ok: storeOk },
-      agents: this.agents.list().map((a) => ({ id: a.id, tenant: a.tenant, weight: a.weight, sessions: sessionsByAgent.get(a.id) ?? 0 })),
+      agents: this.agents
+        .list()
+        .map((a) => ({ id: a.id, tenant: a.tenant, weight: a.weight, sessions: sessionsByAgent.get(a.id) ?? 0 })),
       upstreams: [...this.runtimes.values()].map((r) => ({
         name: r.name,
         state: r.connection.state,

@@ -61,13 +61,33 @@ const ticketShape = z.object({
   source_issue: z.string().nullable(),
 });
 
-type Result = { content: { type: 'text'; text: string }[]; structuredContent?: Record<string, unknown>; isError?: boolean };
-const ok = (summary: string, data: Record<string, unknown>): Result => ({ content: [{ type: 'text', text: summary }], structuredContent: data });
-const notFound = (id: number): Result => ({ content: [{ type: 'text', text: `No ticket with id ${id}.` }], isError: true });
-const publicTicket = (t: Ticket) => ({ id: t.id, title: t.title, priority: t.priority, status: t.status, source_issue: t.source_issue });
+type Result = {
+  content: { type: 'text'; text: string }[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+};
+const ok = (summary: string, data: Record<string, unknown>): Result => ({
+  content: [{ type: 'text', text: summary }],
+  structuredContent: data,
+});
+const notFound = (id: number): Result => ({
+  content: [{ type: 'text', text: `No ticket with id ${id}.` }],
+  isError: true,
+});
+const publicTicket = (t: Ticket) => ({
+  id: t.id,
+  title: t.title,
+  priority: t.priority,
+  status: t.status,
+  source_issue: t.source_issue,
+});
 
 const server = new McpServer({ name: 'tickets', version: '1.0.0' });
-const register = server.registerTool.bind(server) as unknown as (name: string, config: unknown, cb: (args: never) => Promise<Result>) => void;
+const register = server.registerTool.bind(server) as unknown as (
+  name: string,
+  config: unknown,
+  cb: (args: never) => Promise<Result>,
+) => void;
 
 register(
   'create_ticket',
@@ -96,7 +116,12 @@ register(
   'update_ticket',
   {
     description: 'Change the title, priority or status of a ticket.',
-    inputSchema: z.object({ id: z.number().int(), title: z.string().min(1).max(200).optional(), priority: priority.optional(), status: status.optional() }),
+    inputSchema: z.object({
+      id: z.number().int(),
+      title: z.string().min(1).max(200).optional(),
+      priority: priority.optional(),
+      status: status.optional(),
+    }),
     outputSchema: ticketShape,
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true },
   },
@@ -104,7 +129,12 @@ register(
     await pause();
     const t = getTicket.get(a.id);
     if (!t) return notFound(a.id);
-    db.prepare('UPDATE tickets SET title = ?, priority = ?, status = ? WHERE id = ?').run(a.title ?? t.title, a.priority ?? t.priority, a.status ?? t.status, a.id);
+    db.prepare('UPDATE tickets SET title = ?, priority = ?, status = ? WHERE id = ?').run(
+      a.title ?? t.title,
+      a.priority ?? t.priority,
+      a.status ?? t.status,
+      a.id,
+    );
     const u = getTicket.get(a.id)!;
     return ok(`Updated ticket #${u.id}`, publicTicket(u));
   },
@@ -121,7 +151,10 @@ register(
     await pause();
     if (!getTicket.get(a.ticket_id)) return notFound(a.ticket_id);
     const info = db.prepare('INSERT INTO comments (ticket_id, text) VALUES (?, ?)').run(a.ticket_id, a.text);
-    return ok(`Comment ${info.lastInsertRowid} added to ticket #${a.ticket_id}`, { comment_id: Number(info.lastInsertRowid), ticket_id: a.ticket_id });
+    return ok(`Comment ${info.lastInsertRowid} added to ticket #${a.ticket_id}`, {
+      comment_id: Number(info.lastInsertRowid),
+      ticket_id: a.ticket_id,
+    });
   },
 );
 
@@ -136,7 +169,12 @@ register(
     const t = getTicket.get(a.id);
     if (!t) return notFound(a.id);
     const comments = db.prepare('SELECT id, text, created_at FROM comments WHERE ticket_id = ? ORDER BY id').all(a.id);
-    return ok(`#${t.id} [${t.status}/${t.priority}] ${t.title}`, { ...publicTicket(t), body: t.body, created_at: t.created_at, comments });
+    return ok(`#${t.id} [${t.status}/${t.priority}] ${t.title}`, {
+      ...publicTicket(t),
+      body: t.body,
+      created_at: t.created_at,
+      comments,
+    });
   },
 );
 
@@ -144,7 +182,11 @@ register(
   'list_tickets',
   {
     description: 'List tickets, newest first, optionally by status or source issue.',
-    inputSchema: z.object({ status: status.optional(), source_issue: z.string().optional(), limit: z.number().int().min(1).max(500).optional() }),
+    inputSchema: z.object({
+      status: status.optional(),
+      source_issue: z.string().optional(),
+      limit: z.number().int().min(1).max(500).optional(),
+    }),
     annotations: { readOnlyHint: true },
   },
   async (a: { status?: string; source_issue?: string; limit?: number }) => {
@@ -153,20 +195,35 @@ register(
         'SELECT * FROM tickets WHERE (? IS NULL OR status = ?) AND (? IS NULL OR source_issue = ?) ORDER BY id DESC LIMIT ?',
       )
       .all(a.status ?? null, a.status ?? null, a.source_issue ?? null, a.source_issue ?? null, a.limit ?? 100);
-    return ok(rows.map((t) => `#${t.id} [${t.status}/${t.priority}] ${t.title}`).join('\n') || 'No tickets.', { tickets: rows.map(publicTicket) });
+    return ok(rows.map((t) => `#${t.id} [${t.status}/${t.priority}] ${t.title}`).join('\n') || 'No tickets.', {
+      tickets: rows.map(publicTicket),
+    });
   },
 );
 
-server.registerResource('summary', 'tickets://summary', { description: 'Ticket counts by status', mimeType: 'application/json' }, async (uri: URL) => {
-  const counts = db.prepare('SELECT status, COUNT(*) AS n FROM tickets GROUP BY status').all();
-  return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(counts) }] };
-});
+server.registerResource(
+  'summary',
+  'tickets://summary',
+  { description: 'Ticket counts by status', mimeType: 'application/json' },
+  async (uri: URL) => {
+    const counts = db.prepare('SELECT status, COUNT(*) AS n FROM tickets GROUP BY status').all();
+    return { contents: [{ uri: uri.href, mimeType: 'application/json', text: JSON.stringify(counts) }] };
+  },
+);
 
 (server.registerPrompt as unknown as (n: string, c: unknown, cb: (a: { topic: string }) => unknown) => void)(
   'triage',
   { description: 'Triage the open tickets about a topic', argsSchema: z.object({ topic: z.string() }) },
   ({ topic }) => ({
-    messages: [{ role: 'user', content: { type: 'text', text: `List the open tickets about ${topic} with tickets__list_tickets, then set priorities.` } }],
+    messages: [
+      {
+        role: 'user',
+        content: {
+          type: 'text',
+          text: `List the open tickets about ${topic} with tickets__list_tickets, then set priorities.`,
+        },
+      },
+    ],
   }),
 );
 

@@ -4,20 +4,20 @@
 // stateful sessions (Mcp-Session-Id, GET stream for notifications, DELETE) and stateless requests of both eras, and
 // relaying cancellation and progress. Everything else happens in rpc.ts and the pipeline.
 import { randomUUID } from 'node:crypto';
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AgentTable } from './agent-table.js';
 import {
   type CallEnv,
+  handleRequest,
   INVALID_REQUEST,
+  isModernRequest,
   METHOD_NOT_FOUND,
   MODERN_VERSION,
   PARSE_ERROR,
   type RpcDeps,
   RpcError,
-  handleRequest,
-  isModernRequest,
 } from './rpc.js';
 
 type JsonRpcMessage = {
@@ -82,7 +82,8 @@ export class HttpFront {
 
   constructor(private readonly opts: HttpFrontOptions) {
     const extraHosts = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
-    if (!LOOPBACK_HOSTS.has(opts.host) && opts.host !== '0.0.0.0' && opts.host !== '::') extraHosts.add(opts.host.toLowerCase());
+    if (!LOOPBACK_HOSTS.has(opts.host) && opts.host !== '0.0.0.0' && opts.host !== '::')
+      extraHosts.add(opts.host.toLowerCase());
     this.hostAllowed = (h) => LOOPBACK_HOSTS.has(h) || extraHosts.has(h);
     this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.route(req, res));
     this.server.headersTimeout = 30_000;
@@ -121,7 +122,8 @@ export class HttpFront {
 
   private sweepSessions(): void {
     const cutoff = Date.now() - this.opts.sessionIdleMs;
-    for (const s of this.sessions.values()) if (s.lastSeen < cutoff && s.inflight.size === 0 && s.streams.size === 0) this.endSession(s);
+    for (const s of this.sessions.values())
+      if (s.lastSeen < cutoff && s.inflight.size === 0 && s.streams.size === 0) this.endSession(s);
   }
 
   private endSession(s: Session): void {
@@ -168,8 +170,14 @@ export class HttpFront {
         return;
       }
       if (req.method === 'POST') return void this.post(req, res, agent);
-      if (req.method === 'GET') return this.openStream(req, res, agent);
-      if (req.method === 'DELETE') return this.deleteSession(req, res, agent);
+      if (req.method === 'GET') {
+        this.openStream(req, res, agent);
+        return;
+      }
+      if (req.method === 'DELETE') {
+        this.deleteSession(req, res, agent);
+        return;
+      }
       res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
       res.end();
       return;
@@ -225,7 +233,12 @@ export class HttpFront {
     return new Promise((resolve) => {
       const declared = Number(req.headers['content-length'] ?? 0);
       if (declared > this.opts.maxBodyBytes) {
-        sendJson(res, 413, rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`), { connection: 'close' });
+        sendJson(
+          res,
+          413,
+          rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`),
+          { connection: 'close' },
+        );
         req.resume();
         return resolve(null);
       }
@@ -234,14 +247,21 @@ export class HttpFront {
       req.on('data', (c: Buffer) => {
         size += c.length;
         if (size > this.opts.maxBodyBytes) {
-          sendJson(res, 413, rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`), { connection: 'close' });
+          sendJson(
+            res,
+            413,
+            rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`),
+            { connection: 'close' },
+          );
           req.destroy();
           resolve(null);
           return;
         }
         chunks.push(c);
       });
-      req.on('end', () => resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')));
+      req.on('end', () =>
+        resolve(chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8')),
+      );
       req.on('error', () => resolve(null));
     });
   }
@@ -295,7 +315,11 @@ export class HttpFront {
     const wantsSse = !accept.includes('application/json') && accept.includes('text/event-stream');
     const progressWanted =
       accept.includes('text/event-stream') &&
-      requests.some((r) => r.method === 'tools/call' && (r.params?._meta as Record<string, unknown> | undefined)?.progressToken !== undefined);
+      requests.some(
+        (r) =>
+          r.method === 'tools/call' &&
+          (r.params?._meta as Record<string, unknown> | undefined)?.progressToken !== undefined,
+      );
     if (wantsSse || progressWanted) return this.respondSse(req, res, agent, session, requests, batch, headers);
 
     const closed = new AbortController();
@@ -328,7 +352,8 @@ export class HttpFront {
     const write = (msg: unknown) => {
       if (!res.destroyed) res.write(`event: message\ndata: ${JSON.stringify(msg)}\n\n`);
     };
-    const progress = (params: Record<string, unknown>) => write({ jsonrpc: '2.0', method: 'notifications/progress', params });
+    const progress = (params: Record<string, unknown>) =>
+      write({ jsonrpc: '2.0', method: 'notifications/progress', params });
     void Promise.all(
       requests.map(async (r) => {
         const reply = await this.dispatch(r, agent, session, closed.signal, progress);
@@ -349,7 +374,9 @@ export class HttpFront {
     if (m.method === 'notifications/cancelled') {
       const requestId = m.params?.requestId as string | number | undefined;
       if (requestId === undefined) return;
-      const ctl = session ? session.inflight.get(requestId) : this.statelessInflight.get(`${agent.id}\u0000${requestId}`);
+      const ctl = session
+        ? session.inflight.get(requestId)
+        : this.statelessInflight.get(`${agent.id}\u0000${requestId}`);
       ctl?.abort(new Error(typeof m.params?.reason === 'string' ? m.params.reason : 'cancelled by the agent'));
     }
     // notifications/initialized, roots/list_changed and others need no action.
@@ -372,11 +399,16 @@ export class HttpFront {
         return {
           jsonrpc: '2.0',
           id,
-          error: { code: -32602, message: `Unsupported protocol version ${String(v)}`, data: { supported: [MODERN_VERSION] } },
+          error: {
+            code: -32602,
+            message: `Unsupported protocol version ${String(v)}`,
+            data: { supported: [MODERN_VERSION] },
+          },
         };
       }
     }
-    if (method === 'initialize' && modern) return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
+    if (method === 'initialize' && modern)
+      return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
     const ctl = new AbortController();
     const onClose = () => ctl.abort(closed.reason);
     closed.addEventListener('abort', onClose, { once: true });

@@ -2,7 +2,7 @@
 // the result. Both protocol eras are served here: the 2025 revisions (initialize handshake, optional session) and the
 // stateless 2026-07-28 revision (server/discover, protocol version and capabilities in every request's _meta).
 import type { Catalog } from '../catalog/catalog.js';
-import type { CallContext, AgentIdentity, ToolResult } from '../pipeline/context.js';
+import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
 import type { UpstreamDirectory } from './upstream-directory.js';
 
@@ -77,10 +77,19 @@ export function initializeResult(params: Record<string, unknown> | undefined): R
 }
 
 export function discoverResult(): Record<string, unknown> {
-  return { supportedVersions: SUPPORTED_VERSIONS, capabilities: CAPABILITIES, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS };
+  return {
+    supportedVersions: SUPPORTED_VERSIONS,
+    capabilities: CAPABILITIES,
+    serverInfo: SERVER_INFO,
+    instructions: INSTRUCTIONS,
+  };
 }
 
-export async function callTool(deps: RpcDeps, env: CallEnv, params: Record<string, unknown> | undefined): Promise<ToolResult> {
+export async function callTool(
+  deps: RpcDeps,
+  env: CallEnv,
+  params: Record<string, unknown> | undefined,
+): Promise<ToolResult> {
   const name = params?.name;
   if (typeof name !== 'string') throw new RpcError(INVALID_PARAMS, 'tools/call needs params.name (a string)');
   const rawArgs = params?.arguments ?? {};

@@ -11,7 +11,11 @@ export interface DirectoryUpstream {
   name: string;
   ready: boolean;
   capabilities: Record<string, unknown> | undefined;
-  request(method: string, params: Record<string, unknown> | undefined, signal: AbortSignal): Promise<Record<string, unknown>>;
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>>;
 }
 
 const URI_PREFIX = 'toolbus://';
@@ -39,7 +43,6 @@ export class UpstreamDirectory {
   constructor(private readonly upstreams: () => DirectoryUpstream[]) {}
 
   private async collect(
-    agent: AgentIdentity,
     capability: string,
     method: string,
     field: string,
@@ -74,26 +77,47 @@ export class UpstreamDirectory {
   }
 
   listResources(agent: AgentIdentity, signal: AbortSignal) {
-    return this.collect(agent, 'resources', 'resources/list', 'resources', signal, (up, r) => ({
-      ...r,
-      uri: wrapUri(up, String(r.uri)),
-      name: `${up}__${String(r.name ?? '')}`,
-    }), (up) => mayReadResources(agent, up));
+    return this.collect(
+      'resources',
+      'resources/list',
+      'resources',
+      signal,
+      (up, r) => ({
+        ...r,
+        uri: wrapUri(up, String(r.uri)),
+        name: `${up}__${String(r.name ?? '')}`,
+      }),
+      (up) => mayReadResources(agent, up),
+    );
   }
 
   listResourceTemplates(agent: AgentIdentity, signal: AbortSignal) {
-    return this.collect(agent, 'resources', 'resources/templates/list', 'resourceTemplates', signal, (up, r) => ({
-      ...r,
-      uriTemplate: wrapUri(up, String(r.uriTemplate)),
-      name: `${up}__${String(r.name ?? '')}`,
-    }), (up) => mayReadResources(agent, up));
+    return this.collect(
+      'resources',
+      'resources/templates/list',
+      'resourceTemplates',
+      signal,
+      (up, r) => ({
+        ...r,
+        uriTemplate: wrapUri(up, String(r.uriTemplate)),
+        name: `${up}__${String(r.name ?? '')}`,
+      }),
+      (up) => mayReadResources(agent, up),
+    );
   }
 
   listPrompts(agent: AgentIdentity, signal: AbortSignal) {
-    return this.collect(agent, 'prompts', 'prompts/list', 'prompts', signal, (up, p) => ({
-      ...p,
-      name: `${up}__${String(p.name ?? '')}`,
-    }), (up, p) => agent.allows(`${up}__${String(p.name ?? '')}`));
+    return this.collect(
+      'prompts',
+      'prompts/list',
+      'prompts',
+      signal,
+      (up, p) => ({
+        ...p,
+        name: `${up}__${String(p.name ?? '')}`,
+      }),
+      (up, p) => agent.allows(`${up}__${String(p.name ?? '')}`),
+    );
   }
 
   private find(name: string): DirectoryUpstream | undefined {
@@ -108,7 +132,10 @@ export class UpstreamDirectory {
     if (!parts || !up || !mayReadResources(agent, up.name)) throw new RpcError(-32002, `Resource not found: ${uri}`);
     const res = await this.relay(up, 'resources/read', { ...params, uri: parts.uri }, signal);
     const contents = (res.contents as Record<string, unknown>[] | undefined) ?? [];
-    return { ...res, contents: contents.map((c) => ({ ...c, uri: typeof c.uri === 'string' ? wrapUri(up.name, c.uri) : c.uri })) };
+    return {
+      ...res,
+      contents: contents.map((c) => ({ ...c, uri: typeof c.uri === 'string' ? wrapUri(up.name, c.uri) : c.uri })),
+    };
   }
 
   async getPrompt(agent: AgentIdentity, params: Record<string, unknown> | undefined, signal: AbortSignal) {
@@ -125,7 +152,8 @@ export class UpstreamDirectory {
       return await up.request(method, params, signal);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message);
-      if (err instanceof UpstreamUnavailable) throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
+      if (err instanceof UpstreamUnavailable)
+        throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;
     }
   }

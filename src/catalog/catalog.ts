@@ -42,7 +42,11 @@ export interface UpstreamListing {
   tools: Record<string, unknown>[];
 }
 
-function resolveKind(policy: ToolPolicy | undefined, upstream: UpstreamConfig, tool: Record<string, unknown>): ToolKind {
+function resolveKind(
+  policy: ToolPolicy | undefined,
+  upstream: UpstreamConfig,
+  tool: Record<string, unknown>,
+): ToolKind {
   if (policy?.kind) return policy.kind;
   const annotations = tool.annotations as Record<string, unknown> | undefined;
   if (upstream.trustAnnotations && annotations?.readOnlyHint === true) return 'read';
@@ -57,7 +61,13 @@ const KEY_DESCRIPTION =
 function exposedSchema(validated: Record<string, unknown>, keyRule: KeyRule, kind: ToolKind): Record<string, unknown> {
   if (kind === 'read' || keyRule === 'off') return validated;
   const properties = { ...((validated.properties as Record<string, unknown> | undefined) ?? {}) };
-  properties[KEY_PROPERTY] = { type: 'string', minLength: 8, maxLength: 255, pattern: KEY_PATTERN.source, description: KEY_DESCRIPTION };
+  properties[KEY_PROPERTY] = {
+    type: 'string',
+    minLength: 8,
+    maxLength: 255,
+    pattern: KEY_PATTERN.source,
+    description: KEY_DESCRIPTION,
+  };
   const out: Record<string, unknown> = { ...validated, properties };
   if (keyRule === 'required') {
     const req = Array.isArray(validated.required) ? (validated.required as string[]) : [];
@@ -105,7 +115,9 @@ export class Catalog {
       }
       // Claude Code prefixes tools with mcp__<server>__; model APIs cap names at 64 characters.
       if (exposed.length + 'mcp__toolbus__'.length > 64) {
-        warn(`name is ${exposed.length} characters: with a client prefix like mcp__toolbus__ it passes the 64-character cap; rename it`);
+        warn(
+          `name is ${exposed.length} characters: with a client prefix like mcp__toolbus__ it passes the 64-character cap; rename it`,
+        );
       }
       const kind = resolveKind(policy, cfg, tool);
       const keyRule: KeyRule = kind === 'read' ? 'off' : (policy?.idempotency ?? 'required');
@@ -135,10 +147,16 @@ export class Catalog {
       // that serialize their own writes).
       const lease = kind === 'write' ? (policy?.lease ?? null) : [];
       if (kind === 'write' && lease === null) {
-        warn(`write tool with no lease configured: it locks the whole upstream "${name}"; set tools.${upstreamTool}.lease to a finer scope`);
+        warn(
+          `write tool with no lease configured: it locks the whole upstream "${name}"; set tools.${upstreamTool}.lease to a finer scope`,
+        );
       }
       const timeoutMs = policy?.timeoutMs ?? cfg.timeoutMs;
-      const definition: Record<string, unknown> = { ...tool, name: exposed, inputSchema: exposedSchema(tightened, keyRule, kind) };
+      const definition: Record<string, unknown> = {
+        ...tool,
+        name: exposed,
+        inputSchema: exposedSchema(tightened, keyRule, kind),
+      };
       this.tools.set(exposed, {
         name: exposed,
         upstream: name,
@@ -157,7 +175,10 @@ export class Catalog {
     }
     for (const toolName of Object.keys(cfg.tools)) {
       if (!listing.tools.some((t) => t.name === toolName)) {
-        this.warnings.push({ tool: `${name}__${toolName}`, message: 'configured, but the upstream does not offer this tool' });
+        this.warnings.push({
+          tool: `${name}__${toolName}`,
+          message: 'configured, but the upstream does not offer this tool',
+        });
       }
     }
   }
@@ -169,7 +190,12 @@ export class Catalog {
 
 /** Compiles an agent's allow-list globs (`*` any run of characters, `?` one character) to one test. */
 export function toolMatcher(globs: readonly string[]): (name: string) => boolean {
-  const parts = globs.map((g) => g.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.'));
+  const parts = globs.map((g) =>
+    g
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.'),
+  );
   const re = new RegExp(`^(?:${parts.join('|')})$`);
   return (name) => re.test(name);
 }

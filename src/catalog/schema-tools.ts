@@ -90,7 +90,8 @@ export function compileValidator(schema: JsonObject): ValidateFunction {
   const draft = typeof schema.$schema === 'string' ? schema.$schema : '';
   // The $schema/$id keys are dropped so Ajv never tries to resolve a meta-schema or register ids across tools.
   const { $schema: _s, $id: _i, ...body } = schema;
-  const engine = draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? ajv07 : ajv2020;
+  const engine =
+    draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? ajv07 : ajv2020;
   const fn = engine.compile(body);
   cache.set(id, fn);
   return fn;

@@ -10,7 +10,8 @@ export function parseSince(text: string, now = Date.now()): number {
   const m = /^(\d+)([smhd])$/.exec(text);
   if (m) return now - Number(m[1]) * UNITS[m[2]!]!;
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new Error(`--since takes a duration like 30m, 2h, 1d or an ISO time, not ${JSON.stringify(text)}`);
+  if (Number.isNaN(t))
+    throw new Error(`--since takes a duration like 30m, 2h, 1d or an ISO time, not ${JSON.stringify(text)}`);
   return t;
 }
 

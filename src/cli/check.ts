@@ -3,14 +3,14 @@
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { Catalog } from '../catalog/catalog.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, type LoadedConfig, loadConfig } from '../config/load.js';
 import { UpstreamConnection } from '../upstreams/connection.js';
 import { defaultConfigPath } from './config-path.js';
 
 export async function runCheck(argv: string[]): Promise<number> {
   const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } } });
   const file = defaultConfigPath(values.config);
-  let loaded;
+  let loaded: LoadedConfig;
   try {
     loaded = loadConfig(file);
   } catch (err) {
@@ -21,7 +21,9 @@ export async function runCheck(argv: string[]): Promise<number> {
     throw err;
   }
   const { config } = loaded;
-  process.stdout.write(`${file}: config is valid (${Object.keys(config.upstreams).length} upstreams, ${config.agents.length} agents, store ${config.store.kind})\n`);
+  process.stdout.write(
+    `${file}: config is valid (${Object.keys(config.upstreams).length} upstreams, ${config.agents.length} agents, store ${config.store.kind})\n`,
+  );
   const logger = pino({ level: 'silent' });
   const catalog = new Catalog();
   let failed = 0;
@@ -39,7 +41,8 @@ export async function runCheck(argv: string[]): Promise<number> {
       process.stdout.write(`\nupstream ${name}: connected\n`);
       for (const t of catalog.all()) {
         if (t.upstream !== name) continue;
-        const lease = t.kind === 'read' ? '-' : t.leaseIsWholeUpstream ? `${name} (whole upstream)` : t.lease.join(', ');
+        const lease =
+          t.kind === 'read' ? '-' : t.leaseIsWholeUpstream ? `${name} (whole upstream)` : t.lease.join(', ');
         process.stdout.write(`  ${t.name.padEnd(36)} ${t.kind.padEnd(5)} key:${t.keyRule.padEnd(8)} lease: ${lease}\n`);
       }
     } finally {

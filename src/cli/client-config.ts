@@ -7,7 +7,12 @@ import { defaultConfigPath } from './config-path.js';
 export async function runClientConfig(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { agent: { type: 'string' }, config: { type: 'string', short: 'c' }, url: { type: 'string' }, name: { type: 'string' } },
+    options: {
+      agent: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+      url: { type: 'string' },
+      name: { type: 'string' },
+    },
   });
   if (!values.agent) {
     process.stderr.write('client-config needs --agent ID\n');
@@ -15,7 +20,9 @@ export async function runClientConfig(argv: string[]): Promise<number> {
   }
   const { config } = loadConfig(defaultConfigPath(values.config));
   if (!config.agents.some((a) => a.id === values.agent)) {
-    process.stderr.write(`no agent ${values.agent} in the config (agents: ${config.agents.map((a) => a.id).join(', ')})\n`);
+    process.stderr.write(
+      `no agent ${values.agent} in the config (agents: ${config.agents.map((a) => a.id).join(', ')})\n`,
+    );
     return 2;
   }
   const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host;

@@ -3,7 +3,10 @@ import { parseArgs } from 'node:util';
 import { runBridge } from '../agents/stdio-bridge.js';
 
 export async function runConnect(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { url: { type: 'string' }, 'token-env': { type: 'string', default: 'TOOLBUS_TOKEN' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { url: { type: 'string' }, 'token-env': { type: 'string', default: 'TOOLBUS_TOKEN' } },
+  });
   if (!values.url) {
     process.stderr.write('connect needs --url http://127.0.0.1:7410/mcp\n');
     return 2;

@@ -29,7 +29,11 @@ export function convertMcpJson(text: string): { config: Record<string, unknown>;
         env[k] = `\${env:${v}}`;
         envVars.push(v);
       }
-      upstreams[name] = { command: s.command, args: (s.args as string[] | undefined) ?? [], ...(Object.keys(env).length ? { env } : {}) };
+      upstreams[name] = {
+        command: s.command,
+        args: (s.args as string[] | undefined) ?? [],
+        ...(Object.keys(env).length ? { env } : {}),
+      };
     } else if (typeof s.url === 'string') {
       const headers: Record<string, string> = {};
       for (const k of Object.keys((s.headers as Record<string, string> | undefined) ?? {})) {
@@ -44,7 +48,7 @@ export function convertMcpJson(text: string): { config: Record<string, unknown>;
     config: {
       server: { host: '127.0.0.1', port: 7410 },
       store: { kind: 'sqlite', path: '.toolbus/state.db' },
-      agents: [{ id: 'agent-1', token: '${env:TOOLBUS_AGENT_1_TOKEN}', tenant: 'default', tools: ['*'], weight: 1 }],
+      agents: [{ id: 'agent-1', token: `\${env:TOOLBUS_AGENT_1_TOKEN}`, tenant: 'default', tools: ['*'], weight: 1 }],
       upstreams,
     },
     envVars,
@@ -52,7 +56,10 @@ export function convertMcpJson(text: string): { config: Record<string, unknown>;
 }
 
 export async function runInit(argv: string[]): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { from: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { from: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' } },
+  });
   const out = values.out ?? 'toolbus.yaml';
   if (existsSync(out) && !values.force) {
     process.stderr.write(`${out} exists; pass --force to overwrite\n`);
@@ -66,6 +73,9 @@ export async function runInit(argv: string[]): Promise<number> {
   const { config, envVars } = convertMcpJson(readFileSync(values.from, 'utf8'));
   writeFileSync(out, `# converted from ${values.from} by toolbus init; see docs/config.md\n${stringify(config)}`);
   process.stdout.write(`wrote ${out} with ${Object.keys(config.upstreams as object).length} upstreams\n`);
-  if (envVars.length > 0) process.stdout.write(`set these environment variables before toolbus serve: ${['TOOLBUS_AGENT_1_TOKEN', ...envVars].join(' ')}\n`);
+  if (envVars.length > 0)
+    process.stdout.write(
+      `set these environment variables before toolbus serve: ${['TOOLBUS_AGENT_1_TOKEN', ...envVars].join(' ')}\n`,
+    );
   return 0;
 }

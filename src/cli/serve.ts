@@ -1,7 +1,7 @@
 // toolbus serve: load the config, start the bus, print the one "listening" line, stop cleanly on SIGINT/SIGTERM.
 import { parseArgs } from 'node:util';
 import { Bus } from '../bus.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, type LoadedConfig, loadConfig } from '../config/load.js';
 import { defaultConfigPath } from './config-path.js';
 import { prepareDemoSecrets } from './demo.js';
 
@@ -17,7 +17,7 @@ export async function runServe(argv: string[]): Promise<number> {
   });
   const file = defaultConfigPath(values.config);
   if (values.demo) prepareDemoSecrets();
-  let loaded;
+  let loaded: LoadedConfig;
   try {
     loaded = loadConfig(file);
   } catch (err) {
@@ -32,7 +32,10 @@ export async function runServe(argv: string[]): Promise<number> {
     process.stderr.write(`--port must be an integer from 0 to 65535\n`);
     return 2;
   }
-  const bus = await Bus.start(loaded, { ...(values.host ? { host: values.host } : {}), ...(port !== undefined ? { port } : {}) });
+  const bus = await Bus.start(loaded, {
+    ...(values.host ? { host: values.host } : {}),
+    ...(port !== undefined ? { port } : {}),
+  });
   const host = bus.address.host.includes(':') ? `[${bus.address.host}]` : bus.address.host;
   process.stdout.write(`toolbus listening on http://${host}:${bus.address.port}/mcp\n`);
   await new Promise<void>((resolve) => {

@@ -103,7 +103,9 @@ function crossCheck(config: Config): string[] {
       if (other) problems.push(`upstreams.${up}.tools.${tool}: exposed name ${name} collides with ${other}`);
       exposed.set(name, `upstreams.${up}.tools.${tool}`);
       if (policy.kind === 'read' && policy.lease) {
-        problems.push(`upstreams.${up}.tools.${tool}.lease: reads never take leases; remove it or make the tool a write`);
+        problems.push(
+          `upstreams.${up}.tools.${tool}.lease: reads never take leases; remove it or make the tool a write`,
+        );
       }
     }
   }

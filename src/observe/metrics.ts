@@ -1,6 +1,6 @@
 // Prometheus metrics (prom-client), one registry per bus. Labels are tool, upstream, agent and outcome names from
 // config and catalog: never argument values, keys or secrets.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -17,9 +17,24 @@ export class Metrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
-  private readonly replays = new Counter({ name: 'toolbus_replays_total', help: 'Idempotent replays served from the store', labelNames: ['tool'] as const, registers: [this.registry] });
-  private readonly joins = new Counter({ name: 'toolbus_joins_total', help: 'Calls that joined a running call with the same key', labelNames: ['tool'] as const, registers: [this.registry] });
-  private readonly mismatches = new Counter({ name: 'toolbus_idempotency_mismatches_total', help: 'Keys reused with other arguments', labelNames: ['tool'] as const, registers: [this.registry] });
+  private readonly replays = new Counter({
+    name: 'toolbus_replays_total',
+    help: 'Idempotent replays served from the store',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
+  private readonly joins = new Counter({
+    name: 'toolbus_joins_total',
+    help: 'Calls that joined a running call with the same key',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
+  private readonly mismatches = new Counter({
+    name: 'toolbus_idempotency_mismatches_total',
+    help: 'Keys reused with other arguments',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
   private readonly leaseWaits = new Histogram({
     name: 'toolbus_lease_wait_seconds',
     help: 'Time writes waited for their leases, by upstream',
@@ -34,11 +49,35 @@ export class Metrics {
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  readonly queueDepth = new Gauge({ name: 'toolbus_queue_depth', help: 'Calls waiting in the fair queue, by upstream', labelNames: ['upstream'] as const, registers: [this.registry] });
-  readonly inFlight = new Gauge({ name: 'toolbus_calls_in_flight', help: 'Calls admitted to an upstream and not yet answered', labelNames: ['upstream'] as const, registers: [this.registry] });
-  private readonly restarts = new Counter({ name: 'toolbus_upstream_restarts_total', help: 'Upstream connection restarts', labelNames: ['upstream'] as const, registers: [this.registry] });
-  readonly upstreamUp = new Gauge({ name: 'toolbus_upstream_up', help: '1 while the upstream connection is ready', labelNames: ['upstream'] as const, registers: [this.registry] });
-  readonly sessions = new Gauge({ name: 'toolbus_agent_sessions', help: 'Open stateful agent sessions', registers: [this.registry] });
+  readonly queueDepth = new Gauge({
+    name: 'toolbus_queue_depth',
+    help: 'Calls waiting in the fair queue, by upstream',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({
+    name: 'toolbus_calls_in_flight',
+    help: 'Calls admitted to an upstream and not yet answered',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  private readonly restarts = new Counter({
+    name: 'toolbus_upstream_restarts_total',
+    help: 'Upstream connection restarts',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamUp = new Gauge({
+    name: 'toolbus_upstream_up',
+    help: '1 while the upstream connection is ready',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly sessions = new Gauge({
+    name: 'toolbus_agent_sessions',
+    help: 'Open stateful agent sessions',
+    registers: [this.registry],
+  });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });

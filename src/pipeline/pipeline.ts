@@ -2,7 +2,7 @@
 // does; the short reasons are repeated here so the order can be read in one place.
 import { BusError, errorResult, toBusError } from '../errors.js';
 import type { RecentEvents } from '../observe/recent.js';
-import { type Stage, compose } from './compose.js';
+import { compose, type Stage } from './compose.js';
 import type { CallContext, ToolResult } from './context.js';
 import type { PipelineServices } from './services.js';
 import { authenticate } from './stages/authenticate.js';
@@ -43,7 +43,8 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
         if (ctx.outcome === 'pending') ctx.outcome = result.isError === true ? 'upstream_error' : 'ok';
       } catch (thrown) {
         const err = toBusError(thrown);
-        if (err.category === 'internal') services.logger.error({ err: thrown, tool: ctx.toolName }, 'internal error in a call');
+        if (err.category === 'internal')
+          services.logger.error({ err: thrown, tool: ctx.toolName }, 'internal error in a call');
         ctx.outcome = err.category;
         code = err.code;
         result = errorResult(err);
@@ -51,7 +52,14 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
       const durationMs = Date.now() - ctx.startedAt;
       services.metrics.call(ctx.tool?.name ?? 'unknown', ctx.outcome, durationMs / 1000);
       if (ctx.outcome !== 'ok') {
-        recent.push({ at: Date.now(), agent: ctx.agent.id, tool: ctx.toolName, outcome: ctx.outcome, ...(code ? { code } : {}), durationMs });
+        recent.push({
+          at: Date.now(),
+          agent: ctx.agent.id,
+          tool: ctx.toolName,
+          outcome: ctx.outcome,
+          ...(code ? { code } : {}),
+          durationMs,
+        });
       }
       if (ctx.tool?.kind === 'write') {
         services.store

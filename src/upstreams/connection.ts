@@ -5,10 +5,10 @@
 // credentials blue/green: the new generation takes new calls once ready, the old one drains, then closes.
 import { EventEmitter } from 'node:events';
 import { LATEST_PROTOCOL_VERSION, SdkHttpError, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
-import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/client/stdio';
+import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import type { Logger } from 'pino';
-import { type HttpUpstreamConfig, type UpstreamConfig, isStdioUpstream } from '../config/schema.js';
-import { UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable, parseRetryAfter } from './errors.js';
+import { type HttpUpstreamConfig, isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
+import { parseRetryAfter, UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable } from './errors.js';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
 
@@ -74,10 +74,14 @@ class Generation {
         ...(cfg.cwd ? { cwd: cfg.cwd } : {}),
         stderr: 'pipe',
       });
-      transport.stderr?.on('data', (chunk: Buffer) => this.logger?.debug({ stderr: chunk.toString('utf8').trimEnd() }, 'upstream stderr'));
+      transport.stderr?.on('data', (chunk: Buffer) =>
+        this.logger?.debug({ stderr: chunk.toString('utf8').trimEnd() }, 'upstream stderr'),
+      );
       this.transport = transport;
     } else {
-      this.transport = new StreamableHTTPClientTransport(new URL(cfg.url), { fetch: (url, init) => this.fetchWithHeaders(url, init) });
+      this.transport = new StreamableHTTPClientTransport(new URL(cfg.url), {
+        fetch: (url, init) => this.fetchWithHeaders(url, init),
+      });
     }
     this.transport.onmessage = (msg) => this.receive(msg as JsonRpc);
     this.transport.onclose = () => this.fail(new UpstreamLost(this.name, 'connection closed'));
@@ -110,12 +114,17 @@ class Generation {
     this.capabilities = (init.capabilities as Record<string, unknown> | undefined) ?? {};
     this.instructions = typeof init.instructions === 'string' ? init.instructions : undefined;
     this.protocolVersion = typeof init.protocolVersion === 'string' ? init.protocolVersion : LATEST_PROTOCOL_VERSION;
-    if (this.transport instanceof StreamableHTTPClientTransport) this.transport.setProtocolVersion(this.protocolVersion);
+    if (this.transport instanceof StreamableHTTPClientTransport)
+      this.transport.setProtocolVersion(this.protocolVersion);
     await this.transport.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
     this.ready = true;
   }
 
-  request(method: string, params: Record<string, unknown> | undefined, opts: UpstreamRequestOptions = {}): Promise<Record<string, unknown>> {
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    opts: UpstreamRequestOptions = {},
+  ): Promise<Record<string, unknown>> {
     if (this.closed) return Promise.reject(new UpstreamUnavailable(this.name, 500, 'connection closed'));
     const id = this.nextId++;
     const { signal, onProgress } = opts;
@@ -181,7 +190,11 @@ class Generation {
   private async cancel(id: number, reason: string): Promise<void> {
     if (this.closed) return;
     try {
-      await this.transport.send({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason } });
+      await this.transport.send({
+        jsonrpc: '2.0',
+        method: 'notifications/cancelled',
+        params: { requestId: id, reason },
+      });
     } catch {
       // The connection is going away; the upstream drops the request with it.
     }
@@ -379,11 +392,17 @@ export class UpstreamConnection extends EventEmitter {
     });
   }
 
-  request(method: string, params: Record<string, unknown> | undefined, opts?: UpstreamRequestOptions): Promise<Record<string, unknown>> {
+  request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    opts?: UpstreamRequestOptions,
+  ): Promise<Record<string, unknown>> {
     const gen = this.current;
     if (!gen?.ready || this._state !== 'ready') {
       const wait = Math.max(100, this.nextAttemptAt - Date.now());
-      return Promise.reject(new UpstreamUnavailable(this.name, wait, this._state === 'closed' ? 'closed' : 'restarting'));
+      return Promise.reject(
+        new UpstreamUnavailable(this.name, wait, this._state === 'closed' ? 'closed' : 'restarting'),
+      );
     }
     return gen.request(method, params, opts);
   }

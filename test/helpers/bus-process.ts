@@ -58,7 +58,10 @@ export async function startBusWithConfig(file: string, opts: StartOptions = {}):
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bus did not start in time.\nstdout: ${out}\nstderr: ${err}`)), opts.timeoutMs ?? 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`bus did not start in time.\nstdout: ${out}\nstderr: ${err}`)),
+      opts.timeoutMs ?? 20_000,
+    );
     const onData = () => {
       const m = /toolbus listening on (http:\/\/\S+)/.exec(out);
       if (m) {

@@ -15,7 +15,12 @@ export interface AgentClientOptions {
 
 let nextId = 1;
 
-export async function post(url: string, token: string | null, body: unknown, headers: Record<string, string> = {}): Promise<RpcReply> {
+export async function post(
+  url: string,
+  token: string | null,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<RpcReply> {
   const res = await fetch(url, {
     method: 'POST',
     headers: {
@@ -33,7 +38,13 @@ export async function post(url: string, token: string | null, body: unknown, hea
   else if ((res.headers.get('content-type') ?? '').includes('text/event-stream')) {
     const datas = text
       .split('\n\n')
-      .map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join(''))
+      .map((e) =>
+        e
+          .split('\n')
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).trim())
+          .join(''),
+      )
       .filter(Boolean)
       .map((d) => JSON.parse(d) as Record<string, unknown>);
     parsed = datas.find((d) => 'result' in d || 'error' in d) ?? null;
@@ -65,8 +76,17 @@ export class AgentClient {
     return this.sessionId ? { 'mcp-session-id': this.sessionId } : {};
   }
 
-  async request(method: string, params?: Record<string, unknown>, id: number = nextId++): Promise<Record<string, unknown>> {
-    const r = await post(this.url, this.token, { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) }, this.headers());
+  async request(
+    method: string,
+    params?: Record<string, unknown>,
+    id: number = nextId++,
+  ): Promise<Record<string, unknown>> {
+    const r = await post(
+      this.url,
+      this.token,
+      { jsonrpc: '2.0', id, method, ...(params ? { params } : {}) },
+      this.headers(),
+    );
     if (r.status !== 200 || !r.body) throw new Error(`HTTP ${r.status}: ${r.text}`);
     const body = r.body as Record<string, unknown>;
     if (body.error) throw Object.assign(new Error(`RPC error: ${JSON.stringify(body.error)}`), { rpc: body.error });
@@ -77,8 +97,16 @@ export class AgentClient {
     return (await this.request('tools/list')).tools as Record<string, unknown>[];
   }
 
-  async call(name: string, args: Record<string, unknown> = {}, meta?: Record<string, unknown>): Promise<ToolCallResult> {
-    return (await this.request('tools/call', { name, arguments: args, ...(meta ? { _meta: meta } : {}) })) as ToolCallResult;
+  async call(
+    name: string,
+    args: Record<string, unknown> = {},
+    meta?: Record<string, unknown>,
+  ): Promise<ToolCallResult> {
+    return (await this.request('tools/call', {
+      name,
+      arguments: args,
+      ...(meta ? { _meta: meta } : {}),
+    })) as ToolCallResult;
   }
 }
 

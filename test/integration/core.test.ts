@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type BusProcess, LAB_SERVER, TICKETS_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { type BusProcess, LAB_SERVER, startBus, TICKETS_SERVER, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -121,7 +121,10 @@ describe('core bus', () => {
       }),
     );
     results.forEach((texts, i) => {
-      assert.deepEqual(texts, [0, 1, 2, 3].map((k) => `agent-${i}-call-${k}`));
+      assert.deepEqual(
+        texts,
+        [0, 1, 2, 3].map((k) => `agent-${i}-call-${k}`),
+      );
     });
     const pids = new Set(
       readFileSync(labLog, 'utf8')
@@ -137,7 +140,12 @@ describe('core bus', () => {
       'io.modelcontextprotocol/protocolVersion': '2026-07-28',
       'io.modelcontextprotocol/clientCapabilities': {},
     };
-    const d = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'server/discover', params: { _meta: meta } });
+    const d = await post(bus.url, 'alice-token-123', {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'server/discover',
+      params: { _meta: meta },
+    });
     const result = (d.body as { result: Record<string, unknown> }).result;
     assert.ok((result.supportedVersions as string[]).includes('2026-07-28'));
     assert.equal(result.resultType, 'complete');
@@ -156,9 +164,9 @@ describe('core bus', () => {
   it('keeps JSON-RPC faults as JSON-RPC errors', async () => {
     const bad = await post(bus.url, 'alice-token-123', '{not json');
     assert.equal(bad.status, 400);
-    assert.equal(((bad.body as { error: { code: number } }).error).code, -32700);
+    assert.equal((bad.body as { error: { code: number } }).error.code, -32700);
     const unknown = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 9, method: 'no/such/method' });
-    assert.equal(((unknown.body as { error: { code: number } }).error).code, -32601);
+    assert.equal((unknown.body as { error: { code: number } }).error.code, -32601);
   });
 
   it('refuses a foreign Host header or Origin (DNS rebinding guard)', async () => {
@@ -166,7 +174,17 @@ describe('core bus', () => {
     const status = await new Promise<number>((resolve, reject) => {
       const u = new URL(bus.url);
       const req = httpRequest(
-        { host: u.hostname, port: u.port, path: '/mcp', method: 'POST', headers: { host: 'evil.example', authorization: 'Bearer alice-token-123', 'content-type': 'application/json' } },
+        {
+          host: u.hostname,
+          port: u.port,
+          path: '/mcp',
+          method: 'POST',
+          headers: {
+            host: 'evil.example',
+            authorization: 'Bearer alice-token-123',
+            'content-type': 'application/json',
+          },
+        },
         (res) => {
           res.resume();
           resolve(res.statusCode ?? 0);
@@ -176,9 +194,19 @@ describe('core bus', () => {
       req.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }));
     });
     assert.equal(status, 403);
-    const o = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { origin: 'http://evil.example' });
+    const o = await post(
+      bus.url,
+      'alice-token-123',
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { origin: 'http://evil.example' },
+    );
     assert.equal(o.status, 403);
-    const local = await post(bus.url, 'alice-token-123', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { origin: 'http://localhost:3000' });
+    const local = await post(
+      bus.url,
+      'alice-token-123',
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      { origin: 'http://localhost:3000' },
+    );
     assert.equal(local.status, 200);
   });
 
@@ -205,15 +233,27 @@ describe('core bus', () => {
     const id = 424242;
     const pending = a.request('tools/call', { name: 'lab__hang', arguments: {} }, id).catch((e: unknown) => e);
     await waitFor(() => readFileSync(labLog, 'utf8').includes('"tool":"hang"'), 5000);
-    await post(bus.url, a.token, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'test' } }, a.headers());
-    await waitFor(() => /"tool":"hang".*"phase":"cancelled"|"phase":"cancelled".*"tool":"hang"/.test(readFileSync(labLog, 'utf8')), 5000);
+    await post(
+      bus.url,
+      a.token,
+      { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: id, reason: 'test' } },
+      a.headers(),
+    );
+    await waitFor(
+      () => /"tool":"hang".*"phase":"cancelled"|"phase":"cancelled".*"tool":"hang"/.test(readFileSync(labLog, 'utf8')),
+      5000,
+    );
     await pending;
   });
 
   it('relays progress notifications over SSE', async () => {
     const res = await fetch(bus.url, {
       method: 'POST',
-      headers: { authorization: 'Bearer alice-token-123', 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      headers: {
+        authorization: 'Bearer alice-token-123',
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+      },
       body: JSON.stringify({
         jsonrpc: '2.0',
         id: 7,
@@ -256,8 +296,17 @@ describe('core bus', () => {
       JSON.stringify(await a.listTools()),
       JSON.stringify(await a.call('tickets__list_tickets', {})),
       JSON.stringify(await a.call('tickets__get_ticket', { id: 999999 })),
-      JSON.stringify(await a.call('tickets__create_ticket', { title: 'x'.repeat(80), priority: 'low', source_issue: 'S', idempotency_key: 'k-secret-1' })),
-      (await fetch(bus.url.replace('/mcp', '/metrics'))).ok ? await (await fetch(bus.url.replace('/mcp', '/metrics'))).text() : '',
+      JSON.stringify(
+        await a.call('tickets__create_ticket', {
+          title: 'x'.repeat(80),
+          priority: 'low',
+          source_issue: 'S',
+          idempotency_key: 'k-secret-1',
+        }),
+      ),
+      (await fetch(bus.url.replace('/mcp', '/metrics'))).ok
+        ? await (await fetch(bus.url.replace('/mcp', '/metrics'))).text()
+        : '',
       await (await fetch(bus.url.replace('/mcp', '/api/dashboard'))).text(),
       bus.stdout(),
       bus.stderr(),

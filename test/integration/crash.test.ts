@@ -2,9 +2,9 @@
 // flight becomes outcome_unknown (or re-runs for a tool configured onUnknown: retry), never a silent second write.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
 import { LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
@@ -68,11 +68,17 @@ describe('crash safety (SQLite store, SIGKILL)', () => {
       const a = new AgentClient(bus.url, 'crash-token-1');
       void a.call('lab__slow', { ms: 4000, tag: 'inflight-a', idempotency_key: 'crash-fly-0001' }).catch(() => {});
       void a.call('labretry__slow', { ms: 4000, tag: 'inflight-b', idempotency_key: 'crash-fly-0002' }).catch(() => {});
-      await waitFor(() => starts('slow', 'inflight-a') === 1 && starts('slow', 'inflight-b') === 1, 5000, 'both writes reached the upstream');
+      await waitFor(
+        () => starts('slow', 'inflight-a') === 1 && starts('slow', 'inflight-b') === 1,
+        5000,
+        'both writes reached the upstream',
+      );
       await bus.kill('SIGKILL');
       bus = await startBusWithConfig(config, { cwd: dir });
       const b = new AgentClient(bus.url, 'crash-token-1');
-      const err = busErrorStrict(await b.call('lab__slow', { ms: 4000, tag: 'inflight-a', idempotency_key: 'crash-fly-0001' }));
+      const err = busErrorStrict(
+        await b.call('lab__slow', { ms: 4000, tag: 'inflight-a', idempotency_key: 'crash-fly-0001' }),
+      );
       assert.equal(err.category, 'outcome_unknown');
       assert.equal(err.retryable, false);
       assert.equal(starts('slow', 'inflight-a'), 1, 'never a silent second write');
@@ -96,12 +102,16 @@ describe('crash safety (SQLite store, SIGKILL)', () => {
       await bus.stop();
       // Damage the stored result the way a bad disk or a hand edit would.
       const db = new Database(join(dir, 'state.db'));
-      const changed = db.prepare("UPDATE keys_v1 SET result = '{not json' WHERE scope LIKE '%corrupt-key-0001'").run().changes;
+      const changed = db
+        .prepare("UPDATE keys_v1 SET result = '{not json' WHERE scope LIKE '%corrupt-key-0001'")
+        .run().changes;
       db.close();
       assert.equal(changed, 1);
       bus = await startBusWithConfig(config, { cwd: dir });
       const b = new AgentClient(bus.url, 'crash-token-1');
-      const err = busErrorStrict(await b.call('lab__counter_incr', { entity: 'corrupt', idempotency_key: 'corrupt-key-0001' }));
+      const err = busErrorStrict(
+        await b.call('lab__counter_incr', { entity: 'corrupt', idempotency_key: 'corrupt-key-0001' }),
+      );
       assert.equal(err.category, 'internal');
       assert.equal(err.retryable, true);
       assert.ok(!err.message.includes('not json'), 'the local fault does not leak');

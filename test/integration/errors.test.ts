@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
@@ -37,7 +36,11 @@ describe('error table paths', () => {
 
   it('rate_limited: the budget is spent and the queue wait would pass queueWaitMs', async () => {
     const a = new AgentClient(bus.url, 'errors-token-1');
-    const results = await Promise.all([a.call('lab__echo', { text: '1' }), a.call('lab__echo', { text: '2' }), a.call('lab__echo', { text: '3' })]);
+    const results = await Promise.all([
+      a.call('lab__echo', { text: '1' }),
+      a.call('lab__echo', { text: '2' }),
+      a.call('lab__echo', { text: '3' }),
+    ]);
     const limited = results.filter((r) => r.isError);
     assert.ok(limited.length >= 1);
     const err = busErrorStrict(limited[0]!);
@@ -71,7 +74,9 @@ describe('store_unavailable (Redis store, Redis killed)', () => {
   let bus: BusProcess;
   let port: number;
   const startRedis = () =>
-    spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
   before(async () => {
     port = await freePort();
     redis = startRedis();
@@ -109,7 +114,10 @@ upstreams:
 
   it('refuses writes with store_unavailable while reads keep flowing, and recovers when Redis returns', async () => {
     const a = new AgentClient(bus.url, 'errors-token-1');
-    assert.notEqual((await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0001' })).isError, true);
+    assert.notEqual(
+      (await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0001' })).isError,
+      true,
+    );
     redis.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 200));
     const err = busErrorStrict(await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' }));
@@ -118,7 +126,10 @@ upstreams:
     const read = await a.call('lab__echo', { text: 'still here' });
     assert.notEqual(read.isError, true, JSON.stringify(read));
     redis = startRedis();
-    await waitFor(async () => !(await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' })).isError, 15_000, 'recovery');
+    await waitFor(
+      async () => !(await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' })).isError,
+      15_000,
+      'recovery',
+    );
   });
 });
-

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
-import { waitFor } from '../helpers/wait.js';
 import { freePort } from '../helpers/net.js';
+import { waitFor } from '../helpers/wait.js';
 
 type LabEntry = { t: number; tool: string; phase: string; inflight: number; args?: Record<string, unknown> };
 const readLab = (file: string): LabEntry[] =>
@@ -26,7 +26,10 @@ function jain(xs: number[]): number {
   return (sum * sum) / (xs.length * sq);
 }
 
-const agentsYaml = Array.from({ length: 8 }, (_, i) => `  - { id: ag${i}, token: "rate-token-${i}", weight: ${i === 7 ? 2 : 1} }`).join('\n');
+const agentsYaml = Array.from(
+  { length: 8 },
+  (_, i) => `  - { id: ag${i}, token: "rate-token-${i}", weight: ${i === 7 ? 2 : 1} }`,
+).join('\n');
 
 describe('rate cap, concurrency cap and fairness', () => {
   const dir = tempDir();
@@ -212,7 +215,11 @@ upstreams:
     for (const e of errors) assert.equal(e.category, 'upstream_unavailable');
     assert.ok(errors.some((e) => e.code === 'circuit_open' || (e.retryAfterMs ?? 0) > 0));
     lab = await startLab();
-    await waitFor(async () => !(await a.call('web__echo', { text: 'back' })).isError, 10_000, 'recovery through half-open probe');
+    await waitFor(
+      async () => !(await a.call('web__echo', { text: 'back' })).isError,
+      10_000,
+      'recovery through half-open probe',
+    );
   });
 });
 
@@ -244,7 +251,10 @@ upstreams:
             await a.initialize();
             const r = await a.call('lab__echo', { text: t });
             assert.equal(r.content?.[0]?.text, t);
-            const res = await fetch(bus.url, { method: 'DELETE', headers: { authorization: `Bearer ${t}`, ...a.headers() } });
+            const res = await fetch(bus.url, {
+              method: 'DELETE',
+              headers: { authorization: `Bearer ${t}`, ...a.headers() },
+            });
             assert.equal(res.status, 204);
           }),
         );

@@ -80,11 +80,15 @@ describe('three replicas on one Redis', () => {
   it('one upstream write for one key sent 30 times to each replica at once', async (t) => {
     if (!redisUp) return t.skip('no redis');
     const args = { entity: 'once', idempotency_key: 'replica-key-0001' };
-    const calls = replicas.flatMap((r) => Array.from({ length: 30 }, () => new AgentClient(r.url, 'replica-token-1').call('lab__counter_incr', args)));
+    const calls = replicas.flatMap((r) =>
+      Array.from({ length: 30 }, () => new AgentClient(r.url, 'replica-token-1').call('lab__counter_incr', args)),
+    );
     const results = await Promise.all(calls);
     for (const r of results) assert.notEqual(r.isError, true, JSON.stringify(r));
     assert.equal(new Set(results.map((r) => JSON.stringify(r.structuredContent))).size, 1);
-    const writes = labEntries().filter((e) => e.tool === 'counter_incr' && e.phase === 'start' && e.args?.entity === 'once');
+    const writes = labEntries().filter(
+      (e) => e.tool === 'counter_incr' && e.phase === 'start' && e.args?.entity === 'once',
+    );
     assert.equal(writes.length, 1);
   });
 
@@ -101,7 +105,9 @@ describe('three replicas on one Redis', () => {
         }),
       ),
     );
-    const got = await new AgentClient(replicas[0]!.url, 'replica-token-1').call('lab__counter_get', { entity: 'shared' });
+    const got = await new AgentClient(replicas[0]!.url, 'replica-token-1').call('lab__counter_get', {
+      entity: 'shared',
+    });
     assert.equal((got.structuredContent as { value: number }).value, 90);
     const tokens: number[] = [];
     for (let i = 0; i < 6; i++) {
@@ -121,15 +127,30 @@ describe('three replicas on one Redis', () => {
     }
     const a = new AgentClient(replicas[0]!.url, 'replica-token-2');
     await a.initialize();
-    const moved = await post(replicas[1]!.url, 'replica-token-2', { jsonrpc: '2.0', id: 1, method: 'tools/list' }, a.headers());
-    assert.equal(moved.status, 404, 'another replica does not know the session: the client re-initializes (see docs/deploy.md)');
+    const moved = await post(
+      replicas[1]!.url,
+      'replica-token-2',
+      { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+      a.headers(),
+    );
+    assert.equal(
+      moved.status,
+      404,
+      'another replica does not know the session: the client re-initializes (see docs/deploy.md)',
+    );
   });
 
   it('a replica killed while holding a lease blocks the entity only until the lease TTL; its key becomes unknown', async (t) => {
     if (!redisUp) return t.skip('no redis');
     const victim = replicas[2]!;
-    void new AgentClient(victim.url, 'replica-token-1').call('lab__slow', { ms: 20000, tag: 'dead', idempotency_key: 'dead-key-0001' }).catch(() => {});
-    await waitFor(() => labEntries().some((e) => e.tool === 'slow' && e.phase === 'start' && e.args?.tag === 'dead'), 5000, 'slow write started');
+    void new AgentClient(victim.url, 'replica-token-1')
+      .call('lab__slow', { ms: 20000, tag: 'dead', idempotency_key: 'dead-key-0001' })
+      .catch(() => {});
+    await waitFor(
+      () => labEntries().some((e) => e.tool === 'slow' && e.phase === 'start' && e.args?.tag === 'dead'),
+      5000,
+      'slow write started',
+    );
     await victim.kill('SIGKILL');
     const killedAt = Date.now();
     const b = new AgentClient(replicas[0]!.url, 'replica-token-1');
@@ -137,10 +158,14 @@ describe('three replicas on one Redis', () => {
     assert.notEqual(next.isError, true, JSON.stringify(next));
     const waited = Date.now() - killedAt;
     assert.ok(waited < 6000, `entity blocked for ${waited} ms`);
-    await waitFor(async () => {
-      const r = await b.call('lab__slow', { ms: 20000, tag: 'dead', idempotency_key: 'dead-key-0001' });
-      return r.isError === true && busErrorStrict(r).category === 'outcome_unknown';
-    }, 8000, 'dead owner key becomes unknown');
+    await waitFor(
+      async () => {
+        const r = await b.call('lab__slow', { ms: 20000, tag: 'dead', idempotency_key: 'dead-key-0001' });
+        return r.isError === true && busErrorStrict(r).category === 'outcome_unknown';
+      },
+      8000,
+      'dead owner key becomes unknown',
+    );
     replicas[2] = await startBus(yaml, { cwd: dir });
   });
 

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { type BusProcess, LAB_SERVER, TICKETS_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
-import { AgentClient, type ToolCallResult, busErrorStrict } from '../helpers/mcp-http.js';
+import { type BusProcess, LAB_SERVER, startBus, TICKETS_SERVER, tempDir } from '../helpers/bus-process.js';
+import { AgentClient, busErrorStrict, type ToolCallResult } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir();
@@ -98,9 +98,18 @@ describe('safety pipeline', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ title: 7, priority: 'low', idempotency_key: 'val-key-0001' }, /title: must be string \(rule: type\)/],
       [{ priority: 'low', idempotency_key: 'val-key-0001' }, /title: is required \(rule: required\)/],
-      [{ title: 'x', priority: 'whenever', idempotency_key: 'val-key-0001' }, /priority: must be one of .* \(rule: enum\)/],
-      [{ title: 'x'.repeat(41), priority: 'low', idempotency_key: 'val-key-0001' }, /title: .*40.* \(rule: maxLength\)/],
-      [{ title: 'x', priority: 'low', colour: 'red', idempotency_key: 'val-key-0001' }, /colour: is not allowed \(rule: additionalProperties: false\)/],
+      [
+        { title: 'x', priority: 'whenever', idempotency_key: 'val-key-0001' },
+        /priority: must be one of .* \(rule: enum\)/,
+      ],
+      [
+        { title: 'x'.repeat(41), priority: 'low', idempotency_key: 'val-key-0001' },
+        /title: .*40.* \(rule: maxLength\)/,
+      ],
+      [
+        { title: 'x', priority: 'low', colour: 'red', idempotency_key: 'val-key-0001' },
+        /colour: is not allowed \(rule: additionalProperties: false\)/,
+      ],
       [{ title: 'x', priority: 'low' }, /idempotency_key: is required/],
       [{ title: 'x', priority: 'low', idempotency_key: 'short' }, /idempotency_key: must be 8-255/],
     ];
@@ -111,7 +120,11 @@ describe('safety pipeline', () => {
       assert.match(err.message, re);
     }
     // The corrected call may reuse the key: validation claimed nothing.
-    const ok = await a.call('tickets__create_ticket', { title: 'valid now', priority: 'low', idempotency_key: 'val-key-0001' });
+    const ok = await a.call('tickets__create_ticket', {
+      title: 'valid now',
+      priority: 'low',
+      idempotency_key: 'val-key-0001',
+    });
     assert.notEqual(ok.isError, true, JSON.stringify(ok));
     assert.equal(ok._meta?.['toolbus/replayed'], undefined);
     const list = await a.call('tickets__list_tickets', {});
@@ -121,8 +134,15 @@ describe('safety pipeline', () => {
   });
 
   it('writes exactly once per key under 50 concurrent identical calls', async () => {
-    const args = { title: 'Fifty at once', priority: 'high', source_issue: 'RACE-50', idempotency_key: 'race-key-50-0001' };
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => agent((i % 2) + 1).call('tickets__create_ticket', args)));
+    const args = {
+      title: 'Fifty at once',
+      priority: 'high',
+      source_issue: 'RACE-50',
+      idempotency_key: 'race-key-50-0001',
+    };
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => agent((i % 2) + 1).call('tickets__create_ticket', args)),
+    );
     for (const r of results) assert.notEqual(r.isError, true, JSON.stringify(r));
     const ids = new Set(results.map((r) => (r.structuredContent as { id: number }).id));
     assert.equal(ids.size, 1);
@@ -137,13 +157,23 @@ describe('safety pipeline', () => {
 
   it('refuses the same key with other arguments and runs nothing', async () => {
     const a = agent();
-    const first = await a.call('tickets__create_ticket', { title: 'one', priority: 'low', idempotency_key: 'mismatch-key-1' });
+    const first = await a.call('tickets__create_ticket', {
+      title: 'one',
+      priority: 'low',
+      idempotency_key: 'mismatch-key-1',
+    });
     assert.notEqual(first.isError, true);
-    const err = busErrorStrict(await a.call('tickets__create_ticket', { title: 'two', priority: 'low', idempotency_key: 'mismatch-key-1' }));
+    const err = busErrorStrict(
+      await a.call('tickets__create_ticket', { title: 'two', priority: 'low', idempotency_key: 'mismatch-key-1' }),
+    );
     assert.equal(err.category, 'idempotency_mismatch');
     assert.equal(err.retryable, false);
     assert.ok(!JSON.stringify(await a.call('tickets__list_tickets', {})).includes('"two"'));
-    const replay = await a.call('tickets__create_ticket', { title: 'one', priority: 'low', idempotency_key: 'mismatch-key-1' });
+    const replay = await a.call('tickets__create_ticket', {
+      title: 'one',
+      priority: 'low',
+      idempotency_key: 'mismatch-key-1',
+    });
     assert.equal(replay._meta?.['toolbus/replayed'], true);
     assert.deepEqual(replay.structuredContent, first.structuredContent);
   });
@@ -171,12 +201,17 @@ describe('safety pipeline', () => {
     const a = agent();
     const started = Date.now();
     const slowOne = a.call('lab__counter_incr', { entity: 'e0', delay_ms: 800 });
-    await waitFor(() => labCalls('counter_incr').some((c) => c.phase === 'start' && JSON.stringify(c).includes('"e0"')), 3000);
+    await waitFor(
+      () => labCalls('counter_incr').some((c) => c.phase === 'start' && JSON.stringify(c).includes('"e0"')),
+      3000,
+    );
     const readStarted = Date.now();
     const read = await a.call('lab__counter_get', { entity: 'e0' });
     assert.notEqual(read.isError, true);
     assert.ok(Date.now() - readStarted < 600, 'a read waited behind a writer');
-    const rest = await Promise.all(Array.from({ length: 7 }, (_, i) => a.call('lab__counter_incr', { entity: `e${i + 1}`, delay_ms: 800 })));
+    const rest = await Promise.all(
+      Array.from({ length: 7 }, (_, i) => a.call('lab__counter_incr', { entity: `e${i + 1}`, delay_ms: 800 })),
+    );
     await slowOne;
     for (const r of rest) assert.notEqual(r.isError, true);
     // Eight 800 ms writes on eight entities: serial would take 6.4 s.

@@ -1,7 +1,7 @@
 // Every category of the error table must be triggered for real by some integration test, and every category must
 // have a row (retryable, hint) the compiler keeps complete. This test reads the integration suites as text.
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { it } from 'node:test';
 import { BusError, ERROR_TABLE, errorResult } from '../../src/errors.js';

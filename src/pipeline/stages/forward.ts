@@ -21,13 +21,18 @@ function upstreamMeta(ctx: CallContext): Record<string, unknown> | undefined {
   if (ctx.fencingToken !== undefined) {
     meta ??= {};
     meta['toolbus/fencing-token'] = ctx.fencingToken;
-    if (ctx.grants.length > 1) meta['toolbus/fencing-tokens'] = Object.fromEntries(ctx.grants.map((g) => [g.scope, g.token]));
+    if (ctx.grants.length > 1)
+      meta['toolbus/fencing-tokens'] = Object.fromEntries(ctx.grants.map((g) => [g.scope, g.token]));
   }
   return meta;
 }
 
 function toolErrorResult(result: ToolResult, toolName: string): ToolResult {
-  const err = new BusError('upstream_error', 'tool_reported_error', `The tool ${toolName} reported an error; its own result is passed through.`);
+  const err = new BusError(
+    'upstream_error',
+    'tool_reported_error',
+    `The tool ${toolName} reported an error; its own result is passed through.`,
+  );
   const meta = (result._meta as Record<string, unknown> | undefined) ?? {};
   return { ...result, _meta: { ...meta, 'toolbus/error': err.toWire() } };
 }
@@ -36,12 +41,20 @@ export function forward(services: PipelineServices): Stage {
   return async function forwardStage(ctx) {
     const tool = ctx.tool!;
     const runtime = services.upstream(tool.upstream);
-    if (!runtime) throw new BusError('upstream_unavailable', 'upstream_missing', `Upstream ${tool.upstream} is not running.`, { retryAfterMs: 1000 });
+    if (!runtime)
+      throw new BusError('upstream_unavailable', 'upstream_missing', `Upstream ${tool.upstream} is not running.`, {
+        retryAfterMs: 1000,
+      });
     const gate = runtime.breaker.check();
     if (!gate.ok) {
-      throw new BusError('upstream_unavailable', 'circuit_open', `Upstream ${tool.upstream} is failing; calls are paused.`, {
-        retryAfterMs: gate.retryAfterMs,
-      });
+      throw new BusError(
+        'upstream_unavailable',
+        'circuit_open',
+        `Upstream ${tool.upstream} is failing; calls are paused.`,
+        {
+          retryAfterMs: gate.retryAfterMs,
+        },
+      );
     }
     if (ctx.beforeSend) await ctx.beforeSend();
 
@@ -56,10 +69,13 @@ export function forward(services: PipelineServices): Stage {
     let timer: NodeJS.Timeout | undefined;
     const arm = () => {
       if (timer) clearTimeout(timer);
-      timer = setTimeout(() => {
-        ctx.timedOut = true;
-        wire.abort(new Error('deadline'));
-      }, Math.max(0, ctx.deadline - Date.now()));
+      timer = setTimeout(
+        () => {
+          ctx.timedOut = true;
+          wire.abort(new Error('deadline'));
+        },
+        Math.max(0, ctx.deadline - Date.now()),
+      );
     };
     arm();
     const relay = ctx.onProgress;
@@ -88,7 +104,9 @@ export function forward(services: PipelineServices): Stage {
         // The upstream answered, with a protocol error: that is its answer, recorded (and replayed) like a tool error.
         runtime.breaker.success();
         const code = err.code === -32602 ? 'upstream_invalid_params' : 'upstream_rpc_error';
-        return errorResult(new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`));
+        return errorResult(
+          new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`),
+        );
       }
       throw mapFailure(err, ctx, services);
     } finally {
@@ -104,7 +122,11 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
   const isWrite = tool.kind === 'write';
   if (ctx.timedOut) {
     if (isWrite && ctx.dispatched) {
-      return new BusError('outcome_unknown', 'write_timed_out', `The write to ${tool.name} ran past its deadline; the upstream may or may not have done it.`);
+      return new BusError(
+        'outcome_unknown',
+        'write_timed_out',
+        `The write to ${tool.name} ran past its deadline; the upstream may or may not have done it.`,
+      );
     }
     return new BusError('timeout', 'deadline_exceeded', `${tool.name} ran past its deadline.`, {
       retryable: !isWrite || !ctx.dispatched,
@@ -112,16 +134,23 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
     });
   }
   if (ctx.signal.aborted) {
-    return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', { retryable: !isWrite || !ctx.dispatched });
+    return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
+      retryable: !isWrite || !ctx.dispatched,
+    });
   }
   if (err instanceof UpstreamUnavailable) {
     // While the connection is restarting, supervision already fails calls fast: only failures of a connection that
     // looked ready count towards opening the breaker.
     if (runtime.connection.state === 'ready') runtime.breaker.failure();
     ctx.dispatched = false;
-    return new BusError('upstream_unavailable', 'upstream_down', `Upstream ${tool.upstream} is unavailable; nothing was sent.`, {
-      retryAfterMs: err.retryAfterMs,
-    });
+    return new BusError(
+      'upstream_unavailable',
+      'upstream_down',
+      `Upstream ${tool.upstream} is unavailable; nothing was sent.`,
+      {
+        retryAfterMs: err.retryAfterMs,
+      },
+    );
   }
   if (err instanceof UpstreamRateLimited) {
     runtime.queue.pause(err.retryAfterMs);
@@ -133,11 +162,20 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
   if (err instanceof UpstreamLost) {
     runtime.breaker.failure();
     if (isWrite) {
-      return new BusError('outcome_unknown', 'upstream_lost', `The connection to ${tool.upstream} was lost after the write was sent.`);
+      return new BusError(
+        'outcome_unknown',
+        'upstream_lost',
+        `The connection to ${tool.upstream} was lost after the write was sent.`,
+      );
     }
-    return new BusError('upstream_unavailable', 'upstream_lost', `The connection to ${tool.upstream} was lost; the read may be retried.`, {
-      retryAfterMs: 500,
-    });
+    return new BusError(
+      'upstream_unavailable',
+      'upstream_lost',
+      `The connection to ${tool.upstream} was lost; the read may be retried.`,
+      {
+        retryAfterMs: 500,
+      },
+    );
   }
   return err;
 }

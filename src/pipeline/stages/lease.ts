@@ -31,7 +31,11 @@ export function renderScopes(upstream: string, templates: readonly string[], arg
     const scope = t.replace(PLACEHOLDER, (_m, ptr: string) => {
       const v = pointer(args, ptr);
       if (v === undefined || v === null || typeof v === 'object') {
-        throw new BusError('validation', 'lease_scope_argument', `Argument ${ptr.slice(1)} is needed to know which entity this write touches (lease ${t}).`);
+        throw new BusError(
+          'validation',
+          'lease_scope_argument',
+          `Argument ${ptr.slice(1)} is needed to know which entity this write touches (lease ${t}).`,
+        );
       }
       return String(v);
     });
@@ -54,12 +58,21 @@ export function lease(services: PipelineServices): Stage {
         const waitMs = Math.min(runtime?.leaseWaitMs ?? 10_000, ctx.deadline - Date.now());
         const began = Date.now();
         try {
-          grants.push(await guardStore(() => services.store.acquireLease(scope, ctx.owner, { ttlMs, waitMs: Math.max(0, waitMs), signal: ctx.signal })));
+          grants.push(
+            await guardStore(() =>
+              services.store.acquireLease(scope, ctx.owner, { ttlMs, waitMs: Math.max(0, waitMs), signal: ctx.signal }),
+            ),
+          );
         } catch (err) {
           if (err instanceof LeaseWaitTimeout) {
-            throw new BusError('conflict', 'lease_wait_exceeded', `Another agent is writing ${scope}; waited ${Date.now() - began} ms.`, {
-              retryAfterMs: Math.max(100, err.retryAfterMs),
-            });
+            throw new BusError(
+              'conflict',
+              'lease_wait_exceeded',
+              `Another agent is writing ${scope}; waited ${Date.now() - began} ms.`,
+              {
+                retryAfterMs: Math.max(100, err.retryAfterMs),
+              },
+            );
           }
           throw err;
         } finally {
@@ -68,9 +81,12 @@ export function lease(services: PipelineServices): Stage {
       }
       ctx.grants = grants;
       ctx.fencingToken = grants[0]?.token;
-      const renewal = setInterval(() => {
-        for (const g of grants) services.store.renewLease(g, ttlMs).catch(() => {});
-      }, Math.max(50, Math.floor(ttlMs / 3)));
+      const renewal = setInterval(
+        () => {
+          for (const g of grants) services.store.renewLease(g, ttlMs).catch(() => {});
+        },
+        Math.max(50, Math.floor(ttlMs / 3)),
+      );
       renewal.unref();
       try {
         return await next();

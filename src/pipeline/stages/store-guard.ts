@@ -8,10 +8,15 @@ export async function guardStore<T>(op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (err) {
     if (err instanceof StoreUnavailable) {
-      throw new BusError('store_unavailable', 'store_unreachable', 'The state store is unreachable; the write was refused.', {
-        retryAfterMs: 1000,
-        cause: err,
-      });
+      throw new BusError(
+        'store_unavailable',
+        'store_unreachable',
+        'The state store is unreachable; the write was refused.',
+        {
+          retryAfterMs: 1000,
+          cause: err,
+        },
+      );
     }
     throw err;
   }

@@ -20,14 +20,19 @@ export function validate(): Stage {
       }
       key ??= ctx.meta?.[KEY_META];
       if (key === undefined) {
-        if (tool.keyRule === 'required') problems.push(`${KEY_PROPERTY}: is required for this write tool (rule: required)`);
+        if (tool.keyRule === 'required')
+          problems.push(`${KEY_PROPERTY}: is required for this write tool (rule: required)`);
       } else if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
         problems.push(`${KEY_PROPERTY}: must be 8-255 characters of A-Z a-z 0-9 . _ : - (rule: pattern)`);
       }
     }
     if (!tool.validate(args)) problems.push(...describeErrors(tool.validate.errors));
     if (problems.length > 0) {
-      throw new BusError('validation', 'invalid_arguments', `Arguments do not match the schema of ${tool.name}: ${problems.join('; ')}`);
+      throw new BusError(
+        'validation',
+        'invalid_arguments',
+        `Arguments do not match the schema of ${tool.name}: ${problems.join('; ')}`,
+      );
     }
     ctx.args = args;
     ctx.key = typeof key === 'string' ? key : undefined;
