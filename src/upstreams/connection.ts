@@ -324,7 +324,8 @@ export class UpstreamConnection extends EventEmitter {
   }
 
   private async connect(): Promise<void> {
-    if (this.stopped) return;
+    // A rotation may have connected in the meantime: never run two generations side by side by accident.
+    if (this.stopped || this.current?.ready) return;
     this.setState('connecting');
     const gen = this.spawn(this.cfg);
     try {
@@ -433,6 +434,8 @@ export class UpstreamConnection extends EventEmitter {
     this.cfg = cfg;
     this.current = gen;
     this.attempt = 0;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     this.setState('ready');
     if (old) {
       old.onClosed = undefined;
