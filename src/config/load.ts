@@ -71,12 +71,27 @@ function resolveRefs(node: unknown, path: string, ctx: RefContext): unknown {
   return node;
 }
 
-function formatIssues(error: z.ZodError): string[] {
-  return error.issues.map((issue) => {
-    const where = issue.path.length > 0 ? issue.path.map(String).join('.') : '(root)';
-    if (issue.code === 'unrecognized_keys') return `${where}: unknown key(s) ${issue.keys.join(', ')}`;
-    return `${where}: ${issue.message}`;
-  });
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out || '(root)';
+}
+
+function formatIssues(issues: readonly z.core.$ZodIssue[], base: readonly PropertyKey[] = []): string[] {
+  const out: string[] = [];
+  for (const issue of issues) {
+    const path = [...base, ...issue.path];
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      // Report the branch that came closest (a stdio upstream with a typo is a stdio upstream, not an HTTP one).
+      const closest = [...issue.errors].sort((a, b) => a.length - b.length)[0]!;
+      out.push(...formatIssues(closest, path));
+      continue;
+    }
+    const where = formatPath(path);
+    if (issue.code === 'unrecognized_keys') out.push(`${where}: unknown key(s) ${issue.keys.join(', ')}`);
+    else out.push(`${where}: ${issue.message}`);
+  }
+  return out;
 }
 
 function deepFreeze<T>(value: T): T {
@@ -135,7 +150,10 @@ export function parseConfig(
   const resolved = resolveRefs(raw, '', ctx);
   const parsed = ConfigSchema.safeParse(resolved);
   const problems = [...ctx.problems];
-  if (!parsed.success) problems.push(...formatIssues(parsed.error));
+  // A value that failed to resolve was already reported with its reason; its schema complaint would only repeat it.
+  const reported = new Set(ctx.problems.map((p) => p.slice(0, p.indexOf(':'))));
+  if (!parsed.success)
+    problems.push(...formatIssues(parsed.error.issues).filter((p) => !reported.has(p.slice(0, p.indexOf(':')))));
   else problems.push(...crossCheck(parsed.data));
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return {
