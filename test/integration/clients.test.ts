@@ -60,7 +60,11 @@ describe('real clients and a third-party upstream', () => {
       const r = (await client.callTool({ name: 'lab__echo', arguments: { text: 'from the sdk' } })) as TextResult;
       assert.equal(r.content[0]?.text, 'from the sdk');
       await client.callTool({ name: 'lab__add_tool', arguments: { name: 'fresh_tool' } });
-      await waitFor(async () => (await client.listTools()).tools.some((t) => t.name === 'lab__fresh_tool'), 5000, 'new tool listed');
+      await waitFor(
+        async () => (await client.listTools()).tools.some((t) => t.name === 'lab__fresh_tool'),
+        5000,
+        'new tool listed',
+      );
       // This SDK version opens a 2025-era session; the notification comes down its GET stream.
       assert.ok(transport.sessionId, 'the SDK client opened a stateful session');
       await waitFor(() => changed > 0, 5000, 'tools/list_changed relayed');
@@ -72,7 +76,9 @@ describe('real clients and a third-party upstream', () => {
   it('an unmodified npm MCP server (server-memory) works behind the bus, with keys and replays', async () => {
     const client = new Client({ name: 'sdk-test', version: '1.0.0' });
     await client.connect(
-      new StreamableHTTPClientTransport(new URL(bus.url), { requestInit: { headers: { Authorization: 'Bearer sdk-client-token' } } }),
+      new StreamableHTTPClientTransport(new URL(bus.url), {
+        requestInit: { headers: { Authorization: 'Bearer sdk-client-token' } },
+      }),
     );
     try {
       const args = {

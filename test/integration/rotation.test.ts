@@ -49,10 +49,14 @@ upstreams:
       await new Promise((r) => setTimeout(r, 200));
       writeFileSync(secret, 'rotation-secret-two\n');
       let after = before;
-      await waitFor(async () => {
-        after = (await a.call('lab__whoami')).structuredContent as { pid: number };
-        return after.pid !== before.pid;
-      }, 10_000, 'new upstream process');
+      await waitFor(
+        async () => {
+          after = (await a.call('lab__whoami')).structuredContent as { pid: number };
+          return after.pid !== before.pid;
+        },
+        10_000,
+        'new upstream process',
+      );
       const old = await inFlight;
       stop = true;
       await traffic;
@@ -60,14 +64,18 @@ upstreams:
       assert.equal((old.structuredContent as { pid: number }).pid, before.pid);
       assert.deepEqual(failures, []);
       // The old process drained and exited.
-      await waitFor(() => {
-        try {
-          process.kill(before.pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, 5000, 'old process gone');
+      await waitFor(
+        () => {
+          try {
+            process.kill(before.pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        5000,
+        'old process gone',
+      );
       for (const s of ['rotation-secret-one', 'rotation-secret-two']) assert.ok(!bus.stderr().includes(s));
     } finally {
       await bus.stop();
@@ -83,7 +91,9 @@ upstreams:
       env: { ...process.env, LAB_REQUIRE_TOKEN: 'http-secret-new' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await new Promise<void>((resolve) => lab.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()));
+    await new Promise<void>((resolve) =>
+      lab.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()),
+    );
     const bus = await startBus(
       `
 store: { kind: memory }
@@ -103,7 +113,11 @@ upstreams:
       const refused = await fetch(bus.url.replace('/mcp', '/readyz'));
       assert.equal(refused.status, 503, 'the old header is refused by the upstream');
       writeFileSync(secret, 'http-secret-new\n');
-      await waitFor(async () => (await a.call('web__echo', { text: 'rotated' })).content?.[0]?.text === 'rotated', 10_000, 'calls work with the new header');
+      await waitFor(
+        async () => (await a.call('web__echo', { text: 'rotated' })).content?.[0]?.text === 'rotated',
+        10_000,
+        'calls work with the new header',
+      );
       for (const s of ['http-secret-old', 'http-secret-new']) assert.ok(!bus.stderr().includes(s));
     } finally {
       await bus.stop();
