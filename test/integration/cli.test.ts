@@ -75,7 +75,7 @@ upstreams:
     };
     assert.equal(entry.mcpServers.toolbus.type, 'http');
     assert.equal(entry.mcpServers.toolbus.url, 'http://127.0.0.1:7410/mcp');
-    assert.equal(entry.mcpServers.toolbus.headers.Authorization, 'Bearer ${TOOLBUS_TOKEN_PLANNER}');
+    assert.equal(entry.mcpServers.toolbus.headers.Authorization, `Bearer \${TOOLBUS_TOKEN_PLANNER}`);
     assert.ok(!r.stdout.includes('planner-secret-token'));
   });
 
