@@ -74,6 +74,8 @@ export class Bus {
   private readonly onSighup = () => this.reloadSecrets('SIGHUP');
   address = { host: '127.0.0.1', port: 0 };
   private stopping = false;
+  private storeOk = true;
+  private storeProbe: NodeJS.Timeout | undefined;
 
   private constructor(
     loaded: LoadedConfig,
@@ -101,6 +103,7 @@ export class Bus {
       store: this.store,
       upstream: (name) => this.runtimes.get(name),
       isAgentActive: (id) => this.agents.has(id),
+      storeHealthy: () => this.storeOk,
       metrics: this.metrics,
       logger: this.logger,
     };
@@ -142,8 +145,23 @@ export class Bus {
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.runtimes.keys()].map((name) => this.refreshTools(name)));
     this.address = await this.front.listen();
+    this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
+  }
+
+  private probeStore(): void {
+    this.store.ping().then(
+      () => {
+        if (!this.storeOk) this.logger.info('state store reachable again');
+        this.storeOk = true;
+      },
+      (err: unknown) => {
+        if (this.storeOk)
+          this.logger.error({ err: (err as Error).message }, 'state store unreachable: writes are refused');
+        this.storeOk = false;
+      },
+    );
   }
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
@@ -241,7 +259,7 @@ export class Bus {
     }
     return {
       replica: this.replicaId,
-      store: { kind: this.store.kind, ok: storeOk },
+      store: { kind: this.store.kind, ok: storeOk && this.storeOk },
       agents: this.agents
         .list()
         .map((a) => ({ id: a.id, tenant: a.tenant, weight: a.weight, sessions: sessionsByAgent.get(a.id) ?? 0 })),
@@ -357,6 +375,7 @@ export class Bus {
     if (this.stopping) return;
     this.stopping = true;
     process.off('SIGHUP', this.onSighup);
+    clearInterval(this.storeProbe);
     clearTimeout(this.reloadTimer);
     for (const w of this.watchers) w.close();
     await this.front?.close();

@@ -22,6 +22,8 @@ export interface PipelineServices {
   readonly store: StateStore;
   readonly upstream: (name: string) => UpstreamRuntime | undefined;
   readonly isAgentActive: (agentId: string) => boolean;
+  /** False once the store failed a ping or an operation, until a ping succeeds again. */
+  readonly storeHealthy: () => boolean;
   readonly metrics: Metrics;
   readonly logger: Logger;
 }

@@ -69,67 +69,96 @@ describe('error table paths', () => {
   });
 });
 
-describe('store_unavailable (Redis store, Redis killed)', () => {
+describe('store_unavailable (Redis store, Redis killed and restarted empty)', () => {
   let redis: ChildProcess;
   let bus: BusProcess;
+  let strict: BusProcess;
   let port: number;
   const startRedis = () =>
     spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
       stdio: 'ignore',
     });
-  before(async () => {
-    port = await freePort();
-    redis = startRedis();
-    await waitFor(
-      () =>
-        new Promise<boolean>((resolve) => {
-          const s = connect(port, '127.0.0.1', () => {
-            s.end();
-            resolve(true);
-          });
-          s.on('error', () => resolve(false));
-        }),
-      5000,
-      'redis up',
-    );
-    bus = await startBus(
-      `
+  const redisUp = () =>
+    new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+  const config = (extra: string) => `
 store: { kind: redis, url: "redis://127.0.0.1:${port}/0", prefix: "tb-err:" }
+logging: { level: warn }
+${extra}
 agents: [{ id: a, token: "errors-token-1" }]
 upstreams:
   lab:
     command: ${process.execPath}
     args: [${LAB_SERVER}]
+    env: { LAB_STATE: ${dir}/redis-counters.json }
     tools:
       echo: { kind: read }
       counter_incr: { kind: write, lease: ["c:{/entity}"] }
-`,
-      { cwd: dir },
-    );
+      counter_get: { kind: read }
+`;
+  before(async () => {
+    port = await freePort();
+    redis = startRedis();
+    await waitFor(redisUp, 5000, 'redis up');
+    [bus, strict] = await Promise.all([
+      startBus(config(''), { cwd: dir }),
+      startBus(config('readsWhenStoreDown: deny'), { cwd: dir }),
+    ]);
   });
   after(async () => {
-    await bus?.stop();
+    await Promise.all([bus?.stop(), strict?.stop()]);
     redis?.kill('SIGKILL');
   });
 
-  it('refuses writes with store_unavailable while reads keep flowing, and recovers when Redis returns', async () => {
+  it('refuses writes with store_unavailable while reads keep flowing, and recovers by itself when Redis returns', async () => {
     const a = new AgentClient(bus.url, 'errors-token-1');
+    const value = async () =>
+      ((await a.call('lab__counter_get', { entity: 'x' })).structuredContent as { value: number }).value;
     assert.notEqual(
       (await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0001' })).isError,
       true,
     );
     redis.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor(async () => !(await redisUp()), 3000, 'redis down');
     const err = busErrorStrict(await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' }));
     assert.equal(err.category, 'store_unavailable');
     assert.equal(err.retryable, true);
     const read = await a.call('lab__echo', { text: 'still here' });
     assert.notEqual(read.isError, true, JSON.stringify(read));
+    // With readsWhenStoreDown: deny, reads stop too (once the bus has noticed).
+    const s = new AgentClient(strict.url, 'errors-token-1');
+    await waitFor(
+      async () => (await s.call('lab__echo', { text: 'x' })).isError === true,
+      3000,
+      'strict bus refuses reads',
+    );
+    assert.equal(busErrorStrict(await s.call('lab__echo', { text: 'x' })).category, 'store_unavailable');
+    assert.equal(await value(), 1, 'the refused write did not run');
+
     redis = startRedis();
     await waitFor(
       async () => !(await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' })).isError,
       15_000,
       'recovery',
     );
+    assert.equal(await value(), 2);
+    // No duplicate write and no stuck lease afterwards.
+    const again = await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0002' });
+    assert.equal(again._meta?.['toolbus/replayed'], true);
+    assert.notEqual(
+      (await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0003' })).isError,
+      true,
+    );
+    assert.equal(await value(), 3);
+    // Documented (docs/deploy.md): Redis restarted empty forgot store-key-0001, so its retry runs again.
+    const forgotten = await a.call('lab__counter_incr', { entity: 'x', idempotency_key: 'store-key-0001' });
+    assert.equal(forgotten._meta?.['toolbus/replayed'], undefined);
+    assert.equal(await value(), 4);
+    await waitFor(async () => !(await s.call('lab__echo', { text: 'x' })).isError, 5000, 'strict bus reads again');
   });
 });

@@ -35,7 +35,21 @@ function unknownError(): BusError {
 export function idempotency(services: PipelineServices): Stage {
   return async function idempotencyStage(ctx, next) {
     const tool = ctx.tool!;
-    if (tool.kind === 'read' || ctx.key === undefined) return next();
+    if (tool.kind === 'read') {
+      // Reads never touch the key store; they are refused while it is down only when the operator asked for that.
+      if (!services.storeHealthy() && services.config().readsWhenStoreDown === 'deny') {
+        throw new BusError(
+          'store_unavailable',
+          'store_unreachable',
+          'The state store is unreachable and reads are configured to stop too.',
+          {
+            retryAfterMs: 1000,
+          },
+        );
+      }
+      return next();
+    }
+    if (ctx.key === undefined) return next();
     const cfg = services.config().idempotency;
     const { store } = services;
     const scope = keyScope(ctx.agent.tenant, tool.name, ctx.key);
