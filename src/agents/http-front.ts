@@ -322,11 +322,8 @@ export class HttpFront {
       );
     if (wantsSse || progressWanted) return this.respondSse(req, res, agent, session, requests, batch, headers);
 
-    const closed = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) closed.abort(new Error('agent went away'));
-    });
-    const replies = await Promise.all(requests.map((r) => this.dispatch(r, agent, session, closed.signal, undefined)));
+    const controllers = this.watchClose(res, requests.length);
+    const replies = await Promise.all(requests.map((r, i) => this.dispatch(r, agent, session, controllers[i]!, undefined)));
     if (res.destroyed) return;
     if (session && first.method === 'initialize') {
       const pv = (replies[0]?.result as Record<string, unknown> | undefined)?.protocolVersion;
@@ -345,18 +342,15 @@ export class HttpFront {
     headers: Record<string, string> | undefined,
   ): void {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...headers });
-    const closed = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) closed.abort(new Error('agent went away'));
-    });
+    const controllers = this.watchClose(res, requests.length);
     const write = (msg: unknown) => {
       if (!res.destroyed) res.write(`event: message\ndata: ${JSON.stringify(msg)}\n\n`);
     };
     const progress = (params: Record<string, unknown>) =>
       write({ jsonrpc: '2.0', method: 'notifications/progress', params });
     void Promise.all(
-      requests.map(async (r) => {
-        const reply = await this.dispatch(r, agent, session, closed.signal, progress);
+      requests.map(async (r, i) => {
+        const reply = await this.dispatch(r, agent, session, controllers[i]!, progress);
         if (session && r.method === 'initialize') {
           const pv = (reply.result as Record<string, unknown> | undefined)?.protocolVersion;
           if (typeof pv === 'string') session.protocolVersion = pv;
@@ -368,6 +362,17 @@ export class HttpFront {
       if (batch) write(replies);
       res.end();
     });
+  }
+
+  /** One controller per request (cancellable one by one); all abort if the agent goes away before the reply. */
+  private watchClose(res: ServerResponse, n: number): AbortController[] {
+    const controllers = Array.from({ length: n }, () => new AbortController());
+    res.once('close', () => {
+      if (res.writableFinished) return;
+      const gone = new Error('agent went away');
+      for (const c of controllers) c.abort(gone);
+    });
+    return controllers;
   }
 
   private notification(m: JsonRpcMessage, session: Session | null, agent: AgentIdentity): void {
@@ -386,7 +391,7 @@ export class HttpFront {
     m: JsonRpcMessage,
     agent: AgentIdentity,
     session: Session | null,
-    closed: AbortSignal,
+    ctl: AbortController,
     progress: ((params: Record<string, unknown>) => void) | undefined,
   ): Promise<Record<string, unknown>> {
     const id = m.id as string | number;
@@ -409,9 +414,6 @@ export class HttpFront {
     }
     if (method === 'initialize' && modern)
       return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
-    const ctl = new AbortController();
-    const onClose = () => ctl.abort(closed.reason);
-    closed.addEventListener('abort', onClose, { once: true });
     const inflightKey = `${agent.id}\u0000${id}`;
     if (session) session.inflight.set(id, ctl);
     else this.statelessInflight.set(inflightKey, ctl);
@@ -424,7 +426,6 @@ export class HttpFront {
       this.opts.logger.error({ err, method }, 'request failed');
       return rpcError(id, -32603, 'Internal error');
     } finally {
-      closed.removeEventListener('abort', onClose);
       if (session) session.inflight.delete(id);
       else this.statelessInflight.delete(inflightKey);
     }
