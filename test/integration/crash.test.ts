@@ -1,11 +1,12 @@
 // Idempotency records survive a bus killed with SIGKILL: a completed key is replayed after restart, a key that was in
 // flight becomes outcome_unknown (or re-runs for a tool configured onUnknown: retry), never a silent second write.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
+import { labStarts } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -35,12 +36,7 @@ upstreams:
 `,
 );
 
-const starts = (tool: string, tag: string) =>
-  existsSync(labLog)
-    ? readFileSync(labLog, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes(`"tool":"${tool}"`) && l.includes('"phase":"start"') && l.includes(tag)).length
-    : 0;
+const starts = (tool: string, tag: string) => labStarts(labLog, tool, tag).length;
 
 describe('crash safety (SQLite store, SIGKILL)', () => {
   it('replays a completed key after the bus is killed and restarted', async () => {

@@ -2,10 +2,11 @@
 // queue slot or lease it waited for and settles its key by the idempotency rules (before dispatch the claim is
 // deleted, after dispatch the outcome is unknown).
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { labStarts } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -27,12 +28,7 @@ upstreams:
       slow: { kind: write, lease: ["s:{/tag}"], timeoutMs: 10000 }
 `;
 
-const starts = (tag: string) =>
-  existsSync(labLog)
-    ? readFileSync(labLog, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('"tool":"slow"') && l.includes('"phase":"start"') && l.includes(tag)).length
-    : 0;
+const starts = (tag: string) => labStarts(labLog, 'slow', tag).length;
 
 /** Starts a tools/call in a session and returns a function that cancels it with notifications/cancelled. */
 async function cancellableCall(client: AgentClient, id: number, args: Record<string, unknown>) {

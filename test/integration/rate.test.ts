@@ -2,23 +2,14 @@
 // upstream, queues share fairly by weight, replays spend nothing, upstream pushback and failures are handled, and no
 // number of agents leaves extra upstream processes behind. (Accuracy figures over longer runs live in bench/.)
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { readLabLog, startLabHttp } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
 import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/wait.js';
-
-type LabEntry = { t: number; tool: string; phase: string; inflight: number; args?: Record<string, unknown> };
-const readLab = (file: string): LabEntry[] =>
-  existsSync(file)
-    ? readFileSync(file, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as LabEntry)
-    : [];
 
 function jain(xs: number[]): number {
   const sum = xs.reduce((a, b) => a + b, 0);
@@ -80,7 +71,7 @@ upstreams:
         }),
       ),
     );
-    const starts = readLab(labLog).filter((e) => e.tool === 'slow' && e.phase === 'start' && e.t >= from);
+    const starts = readLabLog(labLog).filter((e) => e.tool === 'slow' && e.phase === 'start' && e.t >= from);
     const times = starts.map((e) => e.t).sort((a, b) => a - b);
     for (let i = 0; i < times.length; i++) {
       for (let j = i + 1; j < times.length; j++) {
@@ -159,17 +150,8 @@ describe('HTTP upstream pushback and the circuit breaker', () => {
   let lab: ChildProcess;
   let port: number;
   let bus: BusProcess;
-  const startLab = (env: NodeJS.ProcessEnv = {}) => {
-    const child = spawn(process.execPath, [LAB_SERVER, '--http', '--port', String(port)], {
-      env: { ...process.env, LAB_REQUIRE_TOKEN: 'lab-http-secret', ...env },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    return new Promise<ChildProcess>((resolve) => {
-      child.stdout!.on('data', (d: Buffer) => {
-        if (d.toString().includes('listening')) resolve(child);
-      });
-    });
-  };
+  const startLab = (env: NodeJS.ProcessEnv = {}) =>
+    startLabHttp(port, { LAB_REQUIRE_TOKEN: 'lab-http-secret', ...env });
   before(async () => {
     port = await freePort();
     lab = await startLab({ LAB_HTTP_429_EVERY: '3' });

@@ -1,11 +1,11 @@
 // Three bus replicas on one Redis: keys, leases, fencing and the rate cap hold across them, and nothing is left
 // without a TTL. Uses the machine's Redis on 127.0.0.1:6379 with a unique prefix.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { readLabLog } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -38,14 +38,7 @@ upstreams:
 
 const rateYaml = yaml.replace('maxConcurrency: 32', 'maxConcurrency: 32\n    rateLimit: { perSecond: 20, burst: 5 }');
 
-type LabEntry = { t: number; tool: string; phase: string; args?: Record<string, unknown> };
-const labEntries = (): LabEntry[] =>
-  existsSync(labLog)
-    ? readFileSync(labLog, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as LabEntry)
-    : [];
+const labEntries = () => readLabLog(labLog);
 
 let redisUp = true;
 let replicas: BusProcess[] = [];

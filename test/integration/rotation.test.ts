@@ -1,11 +1,11 @@
 // Live secret rotation: a changed ${file:} secret is picked up without a restart. A stdio upstream is replaced
 // blue/green with no call dropped; an HTTP upstream uses the new header on the next call.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { startLabHttp } from '../helpers/lab.js';
 import { AgentClient } from '../helpers/mcp-http.js';
 import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/wait.js';
@@ -87,13 +87,7 @@ upstreams:
     const port = await freePort();
     const secret = join(dir, 'http-token');
     writeFileSync(secret, 'http-secret-old\n');
-    const lab: ChildProcess = spawn(process.execPath, [LAB_SERVER, '--http', '--port', String(port)], {
-      env: { ...process.env, LAB_REQUIRE_TOKEN: 'http-secret-new' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    await new Promise<void>((resolve) =>
-      lab.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()),
-    );
+    const lab = await startLabHttp(port, { LAB_REQUIRE_TOKEN: 'http-secret-new' });
     const bus = await startBus(
       `
 store: { kind: memory }

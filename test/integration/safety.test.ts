@@ -1,10 +1,10 @@
 // Safe concurrent writes, end to end: validation before anything, exactly one write per key, leases that serialize
 // one entity and leave the rest parallel, honest lease timeouts and fencing tokens. Real bus, real lab upstream.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBus, TICKETS_SERVER, tempDir } from '../helpers/bus-process.js';
+import { readLabLog } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict, type ToolCallResult } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -63,15 +63,7 @@ upstreams:
 
 let bus: BusProcess;
 const agent = (n = 1) => new AgentClient(bus.url, `token-a${n}-xxxx`);
-const labCalls = (tool: string) =>
-  existsSync(labLog)
-    ? readFileSync(labLog, 'utf8')
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as { tool: string; phase: string; meta?: Record<string, unknown> })
-        .filter((e) => e.tool === tool)
-    : [];
+const labCalls = (tool: string) => readLabLog(labLog).filter((e) => e.tool === tool);
 
 async function incrementMany(client: () => AgentClient, tool: string, entity: string, agents: number, each: number) {
   await Promise.all(
@@ -272,7 +264,7 @@ describe('safety pipeline', () => {
     assert.equal(waiter.retryable, true);
     assert.ok((waiter.retryAfterMs ?? 0) > 0);
     busErrorStrict(await next);
-    const starts = labCalls('hang').filter((c) => c.phase === 'start') as unknown as { t: number }[];
+    const starts = labCalls('hang').filter((c) => c.phase === 'start');
     assert.equal(starts.length, 2, 'the third writer never reached the upstream');
     assert.ok(starts[1]!.t - released >= 300, `second holder started ${starts[1]!.t - released} ms after the release`);
   });
