@@ -323,7 +323,9 @@ export class HttpFront {
     if (wantsSse || progressWanted) return this.respondSse(req, res, agent, session, requests, batch, headers);
 
     const controllers = this.watchClose(res, requests.length);
-    const replies = await Promise.all(requests.map((r, i) => this.dispatch(r, agent, session, controllers[i]!, undefined)));
+    const replies = await Promise.all(
+      requests.map((r, i) => this.dispatch(r, agent, session, controllers[i]!, undefined)),
+    );
     if (res.destroyed) return;
     if (session && first.method === 'initialize') {
       const pv = (replies[0]?.result as Record<string, unknown> | undefined)?.protocolVersion;
