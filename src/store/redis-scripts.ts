@@ -166,13 +166,16 @@ export const LEASE_LEAVE: LuaScript = {
   name: 'lease-leave',
   keys: 2,
   lua: `-- Input: KEYS[1] queue zset, KEYS[2] heartbeat zset; ARGV[1] waiter id, ARGV[2] channel, ARGV[3] scope
--- Output: 1. A waiter gives up its place; if it was the head, the scope is published so the next one tries now.
+-- Output: the id of the new head when the leaver was the head ('' otherwise); that waiter's id is published so it
+--         tries now.
 local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
-if head == ARGV[1] then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
-return 1
+if head ~= ARGV[1] then return '' end
+local nextHead = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+if nextHead then redis.call('PUBLISH', ARGV[2], nextHead) end
+return nextHead or ''
 `,
 };
 
@@ -196,14 +199,15 @@ return 1
 
 export const LEASE_RELEASE: LuaScript = {
   name: 'lease-release',
-  keys: 2,
-  lua: `-- Input: KEYS[1] lease hash, KEYS[2] lease index; ARGV[1] holder, ARGV[2] token, ARGV[3] block ms, ARGV[4] channel,
---        ARGV[5] scope
--- Output: 1 released, 0 not held by this grant. With block ms > 0 the scope stays blocked (no holder) that long.
---         Publishes the scope so waiters on every replica try again.
+  keys: 3,
+  lua: `-- Input: KEYS[1] lease hash, KEYS[2] lease index, KEYS[3] queue zset; ARGV[1] holder, ARGV[2] token, ARGV[3] block ms,
+--        ARGV[4] channel, ARGV[5] scope
+-- Output: the id of the waiter now at the head of the queue ('' when none, or when this grant no longer held the
+--         lease). With block ms > 0 the scope stays blocked (no holder) that long. Publishes the head's id, so only
+--         the one waiter who can go next tries again, on whichever replica it waits (no thundering herd).
 ${CLOCK}
 local r = redis.call('HMGET', KEYS[1], 'h', 't')
-if r[1] ~= ARGV[1] or tonumber(r[2]) ~= tonumber(ARGV[2]) then return 0 end
+if r[1] ~= ARGV[1] or tonumber(r[2]) ~= tonumber(ARGV[2]) then return '' end
 local block = tonumber(ARGV[3])
 if block > 0 then
   redis.call('HSET', KEYS[1], 'h', '', 'ex', now + block)
@@ -212,8 +216,9 @@ else
   redis.call('DEL', KEYS[1])
 end
 redis.call('ZREM', KEYS[2], ARGV[5])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if head then redis.call('PUBLISH', ARGV[4], head) end
+return head or ''
 `,
 };
 

@@ -200,7 +200,8 @@ export class RedisStore implements StateStore {
       dirty = true;
       wake?.();
     };
-    const off = this.leaseSignals.on(scope, poke);
+    // Lease wake-ups name the waiter that reached the head of its queue, not the scope: one wake per grant.
+    const off = this.leaseSignals.on(waiter, poke);
     signal?.addEventListener('abort', poke, { once: true });
     try {
       for (;;) {
@@ -249,7 +250,12 @@ export class RedisStore implements StateStore {
           [this.leaseQueue(scope), this.leaseHeartbeats(scope)],
           [waiter, this.leaseChannel, scope],
           true,
-        ).catch(() => {});
+        ).then(
+          (head) => {
+            if (head) this.leaseSignals.notify(head as string);
+          },
+          () => {},
+        );
       }
       throw err;
     } finally {
@@ -268,13 +274,13 @@ export class RedisStore implements StateStore {
   }
 
   async releaseLease(grant: LeaseGrant, blockForMs = 0): Promise<void> {
-    await this.eval(
+    const head = (await this.eval(
       LEASE_RELEASE,
-      [this.lease(grant.scope), this.leaseIndex()],
+      [this.lease(grant.scope), this.leaseIndex(), this.leaseQueue(grant.scope)],
       [grant.holder, String(grant.token), ms(blockForMs), this.leaseChannel, grant.scope],
-    );
-    // Waiters in this process need not wait for the pub/sub round trip.
-    this.leaseSignals.notify(grant.scope);
+    )) as string;
+    // A waiter in this process need not wait for the pub/sub round trip.
+    if (head) this.leaseSignals.notify(head);
   }
 
   /** Held leases (not lock-delays) and how many waiters each has; a snapshot, not atomic across scopes. */
@@ -419,7 +425,7 @@ export class RedisStore implements StateStore {
         sub.on('error', () => {});
         sub.on('message', (channel: string, scope: string) => {
           if (channel === this.keyChannel) this.keySignals.notify(scope);
-          else if (channel === this.leaseChannel) this.leaseSignals.notify(scope);
+          else if (channel === this.leaseChannel) this.leaseSignals.notify(scope); // a waiter id (see LEASE_RELEASE)
         });
       }
       this.subscribed = (async () => {

@@ -1,0 +1,94 @@
+// Process helpers for the benchmarks: start the real bus (built CLI) and other servers, run a load generator in its
+// own process, read RSS and child processes from /proc.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '../..');
+export const CLI = join(ROOT, 'dist/src/cli/main.js');
+export const ECHO = join(ROOT, 'bench/echo-upstream.mjs');
+
+export function tempDir() {
+  return mkdtempSync(join(tmpdir(), 'toolbus-bench-'));
+}
+
+/** Spawns a process and resolves once its stdout matches `ready` (the first capture group is returned). */
+export function startProcess(command, args, ready, opts = {}) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${command} did not start: ${out} ${err}`)), 30_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = ready.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolvePromise({
+          child,
+          match: m[1],
+          stop: () =>
+            new Promise((r) => {
+              if (child.exitCode !== null) return r();
+              child.once('exit', () => r());
+              child.kill('SIGTERM');
+              setTimeout(() => child.kill('SIGKILL'), 3000).unref();
+            }),
+        });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${command} exited ${code}: ${err}`)));
+  });
+}
+
+export async function startBus(yaml, dir = tempDir()) {
+  const file = join(dir, `bench-${Date.now()}-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, yaml);
+  const p = await startProcess(
+    process.execPath,
+    [CLI, 'serve', '--config', file, '--port', '0'],
+    /listening on (http:\/\/\S+)/,
+    { cwd: dir },
+  );
+  return { ...p, url: p.match, pid: p.child.pid };
+}
+
+function runChild(script, opts) {
+  const r = execFileSync(process.execPath, [script, JSON.stringify(opts)], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+    timeout: 300_000,
+  });
+  return JSON.parse(r.trim().split('\n').at(-1));
+}
+
+export const runLoad = (opts) => runChild(join(ROOT, 'bench/lib/loadgen.mjs'), opts);
+export const runDirect = (opts) => runChild(join(ROOT, 'bench/direct-stdio.mjs'), opts);
+
+export function rssMiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024;
+}
+
+export function childPids(pid) {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** All descendants (mcp-proxy runs its upstreams through npx/sh layers). */
+export function descendantPids(pid) {
+  const out = [];
+  for (const c of childPids(pid)) out.push(c, ...descendantPids(c));
+  return out;
+}

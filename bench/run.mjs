@@ -1,0 +1,510 @@
+// toolbus benchmarks: `npm run bench` (all scenarios) or `node bench/run.mjs front pipeline ...` (some).
+// Every ratio is measured side by side in one run on this machine; the load generator runs in its own process.
+// Results: bench/results/latest.json and latest.md, plus a timestamped copy of the JSON.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import {
+  childPids,
+  descendantPids,
+  ECHO,
+  ROOT,
+  rssMiB,
+  runDirect,
+  runLoad,
+  startBus,
+  startProcess,
+  tempDir,
+} from './lib/procs.mjs';
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
+const WARMUP = 1000;
+const TOKEN = 'bench-token-0001';
+const results = {
+  machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, date: new Date().toISOString() },
+  scenarios: {},
+};
+const md = [];
+const round = (x, d = 2) => (x === null || x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d);
+const row = (cells) => md.push(`| ${cells.join(' | ')} |`);
+
+function busYaml({
+  store = '{ kind: memory }',
+  agents = `[{ id: a, token: "${TOKEN}" }]`,
+  upstream = '',
+  extra = '',
+} = {}) {
+  return `
+store: ${store}
+logging: { level: warn }
+${extra}
+agents: ${agents}
+upstreams:
+  echo:
+    command: ${process.execPath}
+    args: [${ECHO}]
+    maxConcurrency: 256
+${upstream}
+    tools:
+      echo: { kind: read }
+      counter_incr: { kind: write, lease: ["c:{/entity}"] }
+`;
+}
+
+const load = (url, extra) =>
+  runLoad({
+    url,
+    tokens: [TOKEN],
+    sessions: 64,
+    warmupMs: WARMUP,
+    durationMs: DURATION,
+    tool: 'echo__echo',
+    stateful: true,
+    ...extra,
+  });
+
+async function front() {
+  const bare = await startProcess(process.execPath, [join(ROOT, 'bench/bare-responder.mjs')], /listening (\d+)/);
+  const bareR = load(`http://127.0.0.1:${bare.match}/mcp`, { tokens: [null], stateful: false, tool: 'echo' });
+  await bare.stop();
+
+  const bus = await startBus(busYaml());
+  const busR = load(bus.url);
+  await bus.stop();
+
+  const port = 17000 + Math.floor(Math.random() * 1000);
+  const proxy = await startProcess(
+    process.execPath,
+    [
+      join(ROOT, 'node_modules/mcp-proxy/dist/bin/mcp-proxy.mjs'),
+      '--port',
+      String(port),
+      '--host',
+      '127.0.0.1',
+      '--server',
+      'stream',
+      '--',
+      process.execPath,
+      ECHO,
+    ],
+    /starting server on port (\d+)/,
+  );
+  const proxyR = load(`http://127.0.0.1:${port}/mcp`, { tokens: [null], tool: 'echo' });
+  const proxyProcs = descendantPids(proxy.child.pid).length;
+  await proxy.stop();
+
+  const s = {
+    sessions: 64,
+    toolbus: busR,
+    mcpProxy: { ...proxyR, upstreamProcesses: proxyProcs },
+    bare: bareR,
+    ratioVsMcpProxy: round(busR.rps / proxyR.rps),
+    ratioVsBare: round(busR.rps / bareR.rps),
+  };
+  results.scenarios.front = s;
+  md.push('## Front throughput, 64 sessions, one call in flight each (echo read tool, stdio upstream)', '');
+  row(['target', 'calls/s', 'p50 ms', 'p99 ms', 'errors']);
+  row(['---', '---', '---', '---', '---']);
+  for (const [name, r] of [
+    ['toolbus', busR],
+    ['mcp-proxy', proxyR],
+    ['bare node:http responder', bareR],
+  ]) {
+    row([name, Math.round(r.rps), round(r.p50), round(r.p99), JSON.stringify(r.errors)]);
+  }
+  md.push(
+    '',
+    `toolbus ÷ mcp-proxy = **${s.ratioVsMcpProxy}×** (target ≥ 3×); toolbus ÷ bare = **${s.ratioVsBare}×** (target ≥ 0.45×). mcp-proxy ran ${proxyProcs} processes for 64 sessions.`,
+    '',
+  );
+}
+
+async function direct() {
+  const bus = await startBus(busYaml());
+  const rows = [];
+  for (const c of [1, 8, 64]) {
+    const viaBus = load(bus.url, { sessions: c });
+    const straight = runDirect({ sessions: c, warmupMs: WARMUP, durationMs: DURATION });
+    rows.push({ agents: c, bus: viaBus, direct: straight, addedP50Ms: round(viaBus.p50 - straight.p50, 3) });
+  }
+  await bus.stop();
+  results.scenarios.busVsDirect = rows;
+  md.push('## Through toolbus vs straight to the stdio upstream', '');
+  row(['agents', 'bus calls/s', 'bus p50 / p99 ms', 'direct calls/s', 'direct p50 / p99 ms', 'added p50 ms']);
+  row(['---', '---', '---', '---', '---', '---']);
+  for (const r of rows) {
+    row([
+      r.agents,
+      Math.round(r.bus.rps),
+      `${round(r.bus.p50, 3)} / ${round(r.bus.p99, 3)}`,
+      Math.round(r.direct.rps),
+      `${round(r.direct.p50, 3)} / ${round(r.direct.p99, 3)}`,
+      r.addedP50Ms,
+    ]);
+  }
+  md.push(
+    '',
+    "The added p50 at 1 agent includes the HTTP round trip of the agent front (the direct client speaks to the upstream's stdin); target ≤ 0.3 ms.",
+    '',
+  );
+}
+
+async function pipeline() {
+  const dir = tempDir();
+  const bus = await startBus(
+    busYaml({ store: `{ kind: sqlite, path: ${join(dir, 'state.db')} }`, upstream: '' }).replace(
+      'counter_incr: { kind: write, lease: ["c:{/entity}"] }',
+      'counter_incr: { kind: write, lease: ["c:{/entity}"] }\n      plain: { kind: read }',
+    ),
+    dir,
+  );
+  const one = { sessions: 1 };
+  const read = load(bus.url, one);
+  const write = load(bus.url, { ...one, tool: 'echo__counter_incr', args: 'write-unique' });
+  load(bus.url, { ...one, tool: 'echo__counter_incr', args: 'replay', durationMs: 200, warmupMs: 0 });
+  const replay = load(bus.url, { ...one, tool: 'echo__counter_incr', args: 'replay' });
+  await bus.stop();
+  results.scenarios.pipeline = { read, writeWithKeyAndLease: write, replay };
+  md.push('## Pipeline cost, 1 agent, sequential calls (SQLite store)', '');
+  row(['call', 'calls/s', 'p50 ms', 'p99 ms']);
+  row(['---', '---', '---', '---']);
+  row([
+    'read (plain forward: validate + fair queue + forward)',
+    Math.round(read.rps),
+    round(read.p50, 3),
+    round(read.p99, 3),
+  ]);
+  row([
+    'write with key and lease (claim, dispatch, lease, complete, audit)',
+    Math.round(write.rps),
+    round(write.p50, 3),
+    round(write.p99, 3),
+  ]);
+  row([
+    'replay of a completed key (served from the store)',
+    Math.round(replay.rps),
+    round(replay.p50, 3),
+    round(replay.p99, 3),
+  ]);
+  md.push('');
+}
+
+async function redisRoundTrips(fn) {
+  const r = new Redis('redis://127.0.0.1:6379/0');
+  const total = async () => Number(/total_commands_processed:(\d+)/.exec(await r.info('stats'))[1]);
+  const before = await total();
+  const out = await fn();
+  const after = await total();
+  r.disconnect();
+  return { out, commands: after - before };
+}
+
+async function writes() {
+  const rows = [];
+  const dir = tempDir();
+  const prefix = `bench-${process.pid}-${Date.now()}:`;
+  const stores = [
+    ['memory', '{ kind: memory }'],
+    ['sqlite', `{ kind: sqlite, path: ${join(dir, 'w.db')} }`],
+    ['redis', `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "${prefix}" }`],
+  ];
+  for (const [name, store] of stores) {
+    const bus = await startBus(
+      busYaml({ store }).replace('counter_incr: { kind: write', 'counter_incr: { kind: write, idempotency: required'),
+      dir,
+    );
+    for (const [label, args] of [
+      ['16 distinct entities', 'write-unique'],
+      ['one entity', 'write-one'],
+    ]) {
+      const measured = await redisRoundTrips(async () =>
+        load(bus.url, { sessions: 16, tool: 'echo__counter_incr', args }),
+      );
+      const r = measured.out;
+      rows.push({
+        store: name,
+        replicas: 1,
+        workload: label,
+        ...r,
+        redisCommandsPerCall:
+          name === 'redis' ? round(measured.commands / Math.max(1, r.calls + r.calls / 4), 1) : null,
+      });
+    }
+    await bus.stop();
+  }
+  // Three replicas on one Redis, load spread round robin by sessions.
+  const replicas = await Promise.all([0, 1, 2].map(() => startBus(busYaml({ store: stores[2][1] }), dir)));
+  for (const [label, args] of [
+    ['16 distinct entities', 'write-unique'],
+    ['one entity', 'write-one'],
+  ]) {
+    const outs = replicas.map(() => null);
+    const measured = await redisRoundTrips(async () => {
+      const { spawn } = await import('node:child_process');
+      const runs = replicas.map(
+        (rep) =>
+          new Promise((resolve) => {
+            const c = spawn(process.execPath, [
+              join(ROOT, 'bench/lib/loadgen.mjs'),
+              JSON.stringify({
+                url: rep.url,
+                tokens: [TOKEN],
+                sessions: 6,
+                warmupMs: WARMUP,
+                durationMs: DURATION,
+                tool: 'echo__counter_incr',
+                args,
+                stateful: true,
+              }),
+            ]);
+            let o = '';
+            c.stdout.on('data', (d) => {
+              o += d;
+            });
+            c.on('exit', () => resolve(JSON.parse(o.trim().split('\n').at(-1))));
+          }),
+      );
+      return Promise.all(runs);
+    });
+    measured.out.forEach((o, i) => {
+      outs[i] = o;
+    });
+    const calls = outs.reduce((a, o) => a + o.calls, 0);
+    const p50 = outs.map((o) => o.p50).sort((a, b) => a - b)[1];
+    const p99 = Math.max(...outs.map((o) => o.p99));
+    rows.push({
+      store: 'redis',
+      replicas: 3,
+      workload: label,
+      calls,
+      rps: calls / (DURATION / 1000),
+      p50,
+      p99,
+      errors: Object.assign({}, ...outs.map((o) => o.errors)),
+      redisCommandsPerCall: round(measured.commands / Math.max(1, calls * 1.25), 1),
+    });
+  }
+  await Promise.all(replicas.map((r) => r.stop()));
+  const r = new Redis('redis://127.0.0.1:6379/0');
+  const keys = await r.keys(`${prefix}*`);
+  if (keys.length) await r.del(...keys);
+  r.disconnect();
+  results.scenarios.writes = rows;
+  md.push('## Writes with keys and leases, 16 writers (store × replicas × entities)', '');
+  row(['store', 'replicas', 'workload', 'calls/s', 'p50 ms', 'p99 ms', 'Redis commands per call', 'errors']);
+  row(['---', '---', '---', '---', '---', '---', '---', '---']);
+  for (const x of rows)
+    row([
+      x.store,
+      x.replicas,
+      x.workload,
+      Math.round(x.rps),
+      round(x.p50),
+      round(x.p99),
+      x.redisCommandsPerCall ?? '-',
+      JSON.stringify(x.errors),
+    ]);
+  md.push(
+    '',
+    'Redis commands per call are counted over the whole run (INFO total_commands_processed, including warm-up, so divided by about 1.25 × the measured calls); they include renewals and audit appends.',
+    '',
+  );
+}
+
+function jain(xs) {
+  const s = xs.reduce((a, b) => a + b, 0);
+  return (s * s) / (xs.length * xs.reduce((a, b) => a + b * b, 0));
+}
+
+async function rate() {
+  const dir = tempDir();
+  const log = join(dir, 'calls.log');
+  const agents = Array.from(
+    { length: 8 },
+    (_, i) => `{ id: ag${i}, token: "rate-${i}", weight: ${i === 7 ? 2 : 1} }`,
+  ).join(', ');
+  const bus = await startBus(
+    busYaml({ agents: `[${agents}]`, upstream: '    rateLimit: { perSecond: 50, burst: 10 }' }).replace(
+      `args: [${ECHO}]`,
+      `args: [${ECHO}]\n    env: { ECHO_LOG: ${log} }`,
+    ),
+    dir,
+  );
+  // 8 agents; agent 0 sends with 10 sessions, the others with 3 each (weight: ag7 = 2). Nothing is refused here
+  // (queueWaitMs 10 s); the honesty of retryAfterMs is measured in a second run below.
+  const tokens = [
+    ...Array(10).fill('rate-0'),
+    ...Array.from({ length: 7 }, (_, i) => Array(3).fill(`rate-${i + 1}`)).flat(),
+  ];
+  const durationMs = 10_000;
+  const from = Date.now();
+  const r = runLoad({
+    url: bus.url,
+    tokens,
+    sessions: tokens.length,
+    warmupMs: 1000,
+    durationMs,
+    tool: 'echo__echo',
+    stateful: true,
+  });
+  await bus.stop();
+  // Retry honesty: the same flood against a bus whose queue may hold a call only 300 ms, so many calls are turned
+  // away; each waits its retryAfterMs and retries once.
+  const strict = await startBus(
+    busYaml({ agents: `[${agents}]`, upstream: '    rateLimit: { perSecond: 50, burst: 10 }\n    queueWaitMs: 300' }),
+    dir,
+  );
+  const h = runLoad({
+    url: strict.url,
+    tokens,
+    sessions: tokens.length,
+    warmupMs: 1000,
+    durationMs: 5000,
+    tool: 'echo__echo',
+    stateful: true,
+    honorRetryAfter: true,
+  });
+  // The usual pattern of a fleet: a burst of 160 calls at once (20 per agent), then each refused call retries once.
+  await new Promise((res) => setTimeout(res, 1500));
+  const burstTokens = Array.from({ length: 160 }, (_, i) => `rate-${i % 8}`);
+  const b = runLoad({
+    url: strict.url,
+    tokens: burstTokens,
+    sessions: 160,
+    warmupMs: 0,
+    durationMs: 1,
+    once: true,
+    tool: 'echo__echo',
+    stateful: false,
+    honorRetryAfter: true,
+  });
+  await strict.stop();
+  const times = readFileSync(log, 'utf8')
+    .trim()
+    .split('\n')
+    .map(Number)
+    .filter((t) => t >= from + 1000 && t <= from + 1000 + durationMs)
+    .sort((a, b) => a - b);
+  let worstExcess = Number.NEGATIVE_INFINITY;
+  let j = 0;
+  for (let i = 0; i < times.length; i++) {
+    for (j = Math.max(j, i); j + 1 < times.length; j++) if (times[j + 1] - times[i] > 1000) break;
+    // Windows anchored at each call: count in [t_i, t_i + T] for T from 0 to 1 s, against burst + 50·T.
+    for (let k = i; k <= j; k++)
+      worstExcess = Math.max(worstExcess, k - i + 1 - (10 + (50 * (times[k] - times[i])) / 1000));
+  }
+  const span = (times.at(-1) - times[0]) / 1000;
+  const utilisation = times.length / (50 * span);
+  const weighted = Array.from({ length: 8 }, (_, i) => (r.perToken[`rate-${i}`] ?? 0) / (i === 7 ? 2 : 1));
+  const s = {
+    upstreamCalls: times.length,
+    spanSeconds: round(span),
+    worstWindowExcessOverCap: round(worstExcess),
+    utilisation: round(utilisation, 3),
+    jainWeighted: round(jain(weighted), 3),
+    perAgentCompleted: r.perToken,
+    weight2Ratio: round(
+      (r.perToken['rate-7'] ?? 0) / (((r.perToken['rate-1'] ?? 0) + (r.perToken['rate-2'] ?? 0)) / 2),
+    ),
+    callP50Ms: round(r.p50),
+    callP99Ms: round(r.p99),
+    refusedThenRetried: h.retries.tried,
+    retryAdmittedShare: h.retries.tried ? round(h.retries.admitted / h.retries.tried, 3) : null,
+    burstRefusedThenRetried: b.retries.tried,
+    burstRetryAdmittedShare: b.retries.tried ? round(b.retries.admitted / b.retries.tried, 3) : null,
+    errors: r.errors,
+  };
+  results.scenarios.rate = s;
+  md.push(
+    '## Rate cap and fairness: perSecond 50, burst 10, 8 agents flooding for 10 s (agent 0 with 10× the sessions, agent 7 weight 2)',
+    '',
+  );
+  row(['figure', 'value', 'target']);
+  row(['---', '---', '---']);
+  row(['most calls in any window T beyond burst + 50·T (measured at the upstream)', s.worstWindowExcessOverCap, '≤ 0']);
+  row(['utilisation while saturated', s.utilisation, '≥ 0.95']);
+  row(["Jain's index over weighted throughput", s.jainWeighted, '≥ 0.95']);
+  row(['weight-2 agent ÷ weight-1 agent', s.weight2Ratio, '≈ 2']);
+  row(['call latency p50 / p99 ms (≈ queue wait: the upstream answers in µs)', `${s.callP50Ms} / ${s.callP99Ms}`, '']);
+  row([
+    'burst of 160 calls (queueWaitMs 300): refused, retried once after retryAfterMs / share admitted',
+    `${s.burstRefusedThenRetried} / ${s.burstRetryAdmittedShare}`,
+    'large majority',
+  ]);
+  row([
+    '34 sessions flooding without pause (queueWaitMs 300): refused, retried / share admitted',
+    `${s.refusedThenRetried} / ${s.retryAdmittedShare}`,
+    '(an agent over its share keeps its own queue full)',
+  ]);
+  md.push('');
+}
+
+async function memory() {
+  const tokens = Array.from({ length: 512 }, (_, i) => `mem-token-${i}`);
+  const agents = `[${tokens.map((t, i) => `{ id: m${i}, token: "${t}" }`).join(', ')}]`;
+  const bus = await startBus(busYaml({ agents }));
+  const settle = () => new Promise((r) => setTimeout(r, 1500));
+  await settle();
+  const idle = rssMiB(bus.pid);
+  const open = async (n) => {
+    // Each session: initialize + one call, then left open and idle.
+    runLoad({
+      url: bus.url,
+      tokens: tokens.slice(0, n),
+      sessions: n,
+      warmupMs: 0,
+      durationMs: 1,
+      tool: 'echo__echo',
+      stateful: true,
+    });
+  };
+  await open(64);
+  await settle();
+  const at64 = rssMiB(bus.pid);
+  await open(512);
+  await settle();
+  const at512 = rssMiB(bus.pid);
+  const sessions = await (await fetch(bus.url.replace('/mcp', '/api/dashboard'))).json();
+  const openSessions = sessions.agents.reduce((a, x) => a + x.sessions, 0);
+  const upstreams = childPids(bus.pid).length;
+  await bus.stop();
+  const s = {
+    idleMiB: round(idle, 1),
+    at64MiB: round(at64, 1),
+    at512MiB: round(at512, 1),
+    openSessions,
+    mibPerSession: round((at512 - at64) / Math.max(1, openSessions - 64), 3),
+    upstreamProcesses: upstreams,
+  };
+  results.scenarios.memory = s;
+  md.push('## Memory of idle sessions', '');
+  md.push(
+    `RSS idle ${s.idleMiB} MiB; with 64 sessions ${s.at64MiB} MiB; with ${openSessions} sessions ${s.at512MiB} MiB → **${s.mibPerSession} MiB per session** (target ≤ 0.15); upstream processes: **${upstreams}**.`,
+    '',
+  );
+}
+
+const all = { front, direct, pipeline, writes, rate, memory };
+const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
+md.push(
+  `# toolbus benchmarks`,
+  '',
+  `${results.machine.date} · ${results.machine.cores} cores (${results.machine.cpu}) · Node ${results.machine.node} · ${DURATION} ms per measurement after ${WARMUP} ms warm-up`,
+  '',
+);
+for (const name of chosen) {
+  process.stderr.write(`bench: ${name}\n`);
+  await all[name]();
+}
+const dirOut = join(ROOT, 'bench/results');
+mkdirSync(dirOut, { recursive: true });
+writeFileSync(join(dirOut, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(
+  join(dirOut, `run-${results.machine.date.replace(/[:.]/g, '-')}.json`),
+  `${JSON.stringify(results, null, 2)}\n`,
+);
+writeFileSync(join(dirOut, 'latest.md'), `${md.join('\n')}\n`);
+process.stdout.write(`${md.join('\n')}\n`);
+execFileSync('true');
