@@ -16,7 +16,7 @@ import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
-import { createCallRunner } from './pipeline/pipeline.js';
+import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
 import type { PipelineServices, UpstreamRuntime } from './pipeline/services.js';
 import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
@@ -67,6 +67,7 @@ export class Bus {
   private readonly runtimes = new Map<string, UpstreamRuntime>();
   private front!: HttpFront;
   private directory!: UpstreamDirectory;
+  private runner!: CallRunner;
   private toolLists = new Map<string, { tools: Record<string, unknown>[] }>();
   private seq = 0;
   private watchers: FSWatcher[] = [];
@@ -122,6 +123,7 @@ export class Bus {
     for (const [name, ucfg] of Object.entries(cfg.upstreams)) this.addUpstream(name, ucfg);
     this.directory = new UpstreamDirectory(() => this.directoryUpstreams());
     const runner = createCallRunner(this.services(), this.recent);
+    this.runner = runner;
     const deps: RpcDeps = {
       catalog: this.catalog,
       runner,
@@ -271,7 +273,12 @@ export class Bus {
         tools: [...this.catalog.all()].filter((t) => t.upstream === r.name).length,
         ...r.queue.snapshot(),
       })),
-      leases,
+      // A holder on this replica is shown as its agent and tool; one on another replica by its owner id.
+      leases: leases.map((l) => {
+        const call = this.runner.inFlight.get(l.holder);
+        return call ? { ...l, agent: call.agent, tool: call.tool } : l;
+      }),
+      calls: [...this.runner.inFlight.values()].map((c) => ({ ...c, ms: Date.now() - c.startedAt })).slice(0, 100),
       recent: this.recent.list().slice(0, 50),
     };
   }

@@ -15,6 +15,7 @@ th{background:#eaeef2} .ok{color:#1a7f37} .bad{color:#cf222e} .muted{color:#5760
 <div id="status" class="muted">loading…</div>
 <h2>Agents</h2><table id="agents"><thead><tr><th>agent</th><th>tenant</th><th>weight</th><th>sessions</th></tr></thead><tbody></tbody></table>
 <h2>Upstreams</h2><table id="upstreams"><thead><tr><th>upstream</th><th>state</th><th>pid</th><th>breaker</th><th>tools</th><th>in flight</th><th>queued</th><th>queued per agent</th></tr></thead><tbody></tbody></table>
+<h2>Calls in flight <span id="inflight-count" class="muted"></span></h2><table id="calls"><thead><tr><th>agent</th><th>tool</th><th>running for (ms)</th></tr></thead><tbody></tbody></table>
 <h2>Leases</h2><table id="leases"><thead><tr><th>scope</th><th>holder</th><th>fencing token</th><th>waiting</th></tr></thead><tbody></tbody></table>
 <h2>Recent replays and errors</h2><table id="recent"><thead><tr><th>time</th><th>agent</th><th>tool</th><th>outcome</th><th>ms</th></tr></thead><tbody></tbody></table>
 <script>
@@ -26,7 +27,9 @@ async function tick(){
     document.getElementById('replica').textContent='replica '+d.replica+' · store '+d.store.kind+(d.store.ok?'':' (unreachable)');
     fill('agents',d.agents,['id','tenant','weight','sessions']);
     fill('upstreams',d.upstreams,['name','state','pid','breaker','tools','inFlight','queued',u=>Object.entries(u.perAgent||{}).filter(([,v])=>v.queued>0).map(([k,v])=>k+':'+v.queued).join(' ')]);
-    fill('leases',d.leases,['scope','holder','token','waiters']);
+    fill('calls',d.calls,['agent','tool','ms']);
+    document.getElementById('inflight-count').textContent='('+d.calls.length+')';
+    fill('leases',d.leases,['scope',l=>l.agent?l.agent+' · '+l.tool:l.holder,'token','waiters']);
     fill('recent',d.recent,[e=>new Date(e.at).toLocaleTimeString(),'agent','tool',e=>e.outcome+(e.code?' ('+e.code+')':''),'durationMs']);
     const st=document.getElementById('status');st.textContent='updated '+new Date().toLocaleTimeString();st.className='ok';
   }catch(e){const st=document.getElementById('status');st.textContent='cannot reach the bus';st.className='bad'}

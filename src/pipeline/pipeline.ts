@@ -27,15 +27,26 @@ export function pipelineStages(services: PipelineServices): Stage[] {
   ];
 }
 
+export interface CallInFlight {
+  agent: string;
+  tool: string;
+  startedAt: number;
+}
+
 export interface CallRunner {
   run(ctx: CallContext): Promise<ToolResult>;
+  /** Calls running now, by owner id (the id that holds keys and leases in the store). */
+  readonly inFlight: ReadonlyMap<string, CallInFlight>;
 }
 
 /** Runs the pipeline and turns every failure into the wire format; also records metrics, audit and recent events. */
 export function createCallRunner(services: PipelineServices, recent: RecentEvents): CallRunner {
   const pipeline = compose(pipelineStages(services));
+  const inFlight = new Map<string, CallInFlight>();
   return {
+    inFlight,
     async run(ctx) {
+      inFlight.set(ctx.owner, { agent: ctx.agent.id, tool: ctx.toolName, startedAt: ctx.startedAt });
       let result: ToolResult;
       let code: string | undefined;
       try {
@@ -49,6 +60,7 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
         code = err.code;
         result = errorResult(err);
       }
+      inFlight.delete(ctx.owner);
       const durationMs = Date.now() - ctx.startedAt;
       services.metrics.call(ctx.tool?.name ?? 'unknown', ctx.outcome, durationMs / 1000);
       if (ctx.outcome !== 'ok') {
