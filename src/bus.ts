@@ -113,6 +113,7 @@ export class Bus {
   private async boot(): Promise<void> {
     const cfg = this.loaded.config;
     this.store = await createStore(cfg.store, { replicaId: this.replicaId });
+    this.metrics.watchStore(() => this.store.roundTrips);
     const settled = await this.store.settleAbandoned(cfg.idempotency.ttlMs);
     if (settled.released + settled.unknown > 0) {
       this.logger.warn(

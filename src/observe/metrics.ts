@@ -83,6 +83,22 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
+  /** Counts requests to a remote store (Redis), read from the store when scraped. */
+  watchStore(roundTrips: () => number | undefined): void {
+    new Counter({
+      name: 'toolbus_store_round_trips_total',
+      help: 'Requests sent to the state store (remote stores only)',
+      registers: [this.registry],
+      collect() {
+        const n = roundTrips();
+        if (n !== undefined) {
+          this.reset();
+          this.inc(n);
+        }
+      },
+    });
+  }
+
   call(tool: string, outcome: string, seconds: number): void {
     this.calls.inc({ tool, outcome });
     this.latency.observe({ tool }, seconds);

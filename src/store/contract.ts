@@ -135,6 +135,8 @@ export interface AuditStore {
 
 export interface StateStore extends KeyStore, LeaseStore, RateStore, AuditStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
+  /** Requests sent to a remote store so far (one per command or pipeline); undefined for in-process stores. */
+  readonly roundTrips?: number;
   /** Throws StoreUnavailable when the backing store cannot be reached. */
   ping(): Promise<void>;
   /**

@@ -90,6 +90,8 @@ export class RedisStore implements StateStore {
   private subscribed: Promise<void> | undefined;
   private readonly keySignals = new ScopeSignals();
   private readonly leaseSignals = new ScopeSignals();
+  /** One per command or MULTI pipeline sent (a NOSCRIPT fallback adds a second); exposed as a metric. */
+  roundTrips = 0;
   private readonly shas = new Map<string, string>();
   private readonly prefix: string;
   private readonly replicaId: string;
@@ -457,6 +459,7 @@ export class RedisStore implements StateStore {
 
   private async command<T>(fn: () => Promise<T>, evenIfClosed = false): Promise<T> {
     if (!evenIfClosed) this.assertOpen();
+    this.roundTrips++;
     try {
       return await fn();
     } catch (err) {
