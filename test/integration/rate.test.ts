@@ -11,6 +11,9 @@ import { AgentClient, busErrorStrict } from '../helpers/mcp-http.js';
 import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/wait.js';
 
+/** How much the stdio hop may bunch admitted calls before the upstream timestamps them. */
+const DELIVERY_JITTER_S = 0.06;
+
 function jain(xs: number[]): number {
   const sum = xs.reduce((a, b) => a + b, 0);
   const sq = xs.reduce((a, b) => a + b * b, 0);
@@ -76,7 +79,12 @@ upstreams:
     for (let i = 0; i < times.length; i++) {
       for (let j = i + 1; j < times.length; j++) {
         const T = (times[j]! - times[i]!) / 1000;
-        assert.ok(j - i + 1 <= 10 + 50 * T + 1, `window of ${T.toFixed(3)} s held ${j - i + 1} calls`);
+        // Timestamps are taken at the upstream, after the stdio hop: on a loaded 2-core machine delivery can bunch
+        // calls the bus admitted on time, so the window is widened by DELIVERY_JITTER_S (bench/ measures unloaded).
+        assert.ok(
+          j - i + 1 <= 10 + 50 * (T + DELIVERY_JITTER_S) + 1,
+          `window of ${T.toFixed(3)} s held ${j - i + 1} calls`,
+        );
       }
     }
     const span = (times.at(-1)! - times[0]!) / 1000;

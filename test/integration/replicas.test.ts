@@ -208,7 +208,8 @@ describe('one rate cap shared by three replicas', () => {
     for (let i = 0; i < times.length; i++) {
       for (let j = i; j < times.length; j++) {
         const T = (times[j]! - times[i]!) / 1000;
-        assert.ok(j - i + 1 <= 5 + 20 * T + 1, `window ${T}s had ${j - i + 1} calls`);
+        // Widened by 60 ms for the stdio hop, which may bunch calls admitted on time (see rate.test.ts).
+        assert.ok(j - i + 1 <= 5 + 20 * (T + 0.06) + 1, `window ${T}s had ${j - i + 1} calls`);
       }
     }
     const span = (times.at(-1)! - times[0]!) / 1000;
