@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AgentTable } from './agent-table.js';
+import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './hosts.js';
 import {
   type CallEnv,
   handleRequest,
@@ -54,8 +55,6 @@ export interface HttpFrontOptions {
   extraRoutes: (req: IncomingMessage, res: ServerResponse, url: string) => boolean;
 }
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
-
 function hostName(hostHeader: string): string {
   if (hostHeader.startsWith('[')) return hostHeader.slice(0, hostHeader.indexOf(']') + 1);
   const colon = hostHeader.lastIndexOf(':');
@@ -82,8 +81,7 @@ export class HttpFront {
 
   constructor(private readonly opts: HttpFrontOptions) {
     const extraHosts = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
-    if (!LOOPBACK_HOSTS.has(opts.host) && opts.host !== '0.0.0.0' && opts.host !== '::')
-      extraHosts.add(opts.host.toLowerCase());
+    if (!LOOPBACK_HOSTS.has(opts.host) && !isUnspecifiedAddress(opts.host)) extraHosts.add(opts.host.toLowerCase());
     this.hostAllowed = (h) => LOOPBACK_HOSTS.has(h) || extraHosts.has(h);
     this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.route(req, res));
     this.server.headersTimeout = 30_000;

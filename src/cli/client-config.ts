@@ -1,6 +1,7 @@
 // toolbus client-config: the .mcp.json entry an agent needs (HTTP transport, the bus URL, and the Authorization
 // header taken from an environment variable, so the token itself is never written into a client's config).
 import { parseArgs } from 'node:util';
+import { isUnspecifiedAddress } from '../agents/hosts.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfigPath } from './config-path.js';
 
@@ -25,7 +26,7 @@ export async function runClientConfig(argv: string[]): Promise<number> {
     );
     return 2;
   }
-  const host = config.server.host === '0.0.0.0' || config.server.host === '::' ? '127.0.0.1' : config.server.host;
+  const host = isUnspecifiedAddress(config.server.host) ? '127.0.0.1' : config.server.host;
   const url = values.url ?? `http://${host}:${config.server.port}/mcp`;
   const envName = `TOOLBUS_TOKEN_${values.agent.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
   const entry = {
