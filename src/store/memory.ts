@@ -20,6 +20,7 @@ import {
   settles,
   viewKey,
 } from './key-rules.js';
+import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
 
@@ -31,7 +32,7 @@ const BUCKET_IDLE_MS = 60_000;
 /** A query without a limit returns at most this many entries. */
 export const DEFAULT_AUDIT_LIMIT = 1000;
 
-export class MemoryStore implements StateStore {
+export class MemoryStore extends KeyTransitions implements StateStore {
   readonly kind = 'memory' as const;
   private readonly keys = new Map<string, StoredKey>();
   private readonly leaseRows = new Map<string, LeaseRow>();
@@ -44,6 +45,7 @@ export class MemoryStore implements StateStore {
   private readonly sweeper: NodeJS.Timeout;
 
   constructor() {
+    super();
     this.leases = new LocalLeases({
       get: (scope) => this.leaseRows.get(scope),
       grant: (scope, holder, expiresAt) => {
@@ -64,26 +66,6 @@ export class MemoryStore implements StateStore {
     const { outcome, write } = decideClaim(this.keys.get(req.scope), req, Date.now());
     if (write) this.keys.set(req.scope, write);
     return outcome;
-  }
-
-  async markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'dispatch', ttlMs });
-  }
-
-  async renewKey(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'renew', ttlMs });
-  }
-
-  async completeKey(scope: string, owner: string, fence: number, result: string, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'complete', result, ttlMs });
-  }
-
-  async markUnknown(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'unknown', ttlMs });
-  }
-
-  async releaseKey(scope: string, owner: string, fence: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'release' });
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
@@ -178,7 +160,7 @@ export class MemoryStore implements StateStore {
     this.signals.notifyAll();
   }
 
-  private transition(scope: string, owner: string, fence: number, t: KeyTransition): Promise<boolean> {
+  protected override transition(scope: string, owner: string, fence: number, t: KeyTransition): Promise<boolean> {
     this.assertOpen();
     const next = applyTransition(this.keys.get(scope), owner, fence, t, Date.now());
     if (next === null) return Promise.resolve(false);

@@ -8,6 +8,7 @@
 // key-rules.ts / gcra.ts, a write) runs to completion without interleaving; the multi-statement ones run in a
 // transaction so that the file never holds half of one. Waiting (joins, lease queues) happens in this process.
 // Lease rows and the fencing-token counter are tables, so a restart keeps tokens monotonic.
+
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
@@ -32,6 +33,7 @@ import {
   settles,
   viewKey,
 } from './key-rules.js';
+import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
@@ -192,7 +194,7 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
   }
 }
 
-export class SqliteStore implements StateStore {
+export class SqliteStore extends KeyTransitions implements StateStore {
   readonly kind = 'sqlite' as const;
   private closed = false;
   private readonly signals = new ScopeSignals();
@@ -215,6 +217,7 @@ export class SqliteStore implements StateStore {
     private readonly db: Database.Database,
     private readonly unlock: (() => void) | undefined,
   ) {
+    super();
     this.q = prepareStatements(db);
     const q = this.q;
     const putKey = (scope: string, r: StoredKey) =>
@@ -267,26 +270,6 @@ export class SqliteStore implements StateStore {
 
   async claimKey(req: ClaimRequest): Promise<ClaimOutcome> {
     return this.guard(() => this.claimTx(req, Date.now()));
-  }
-
-  async markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'dispatch', ttlMs });
-  }
-
-  async renewKey(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'renew', ttlMs });
-  }
-
-  async completeKey(scope: string, owner: string, fence: number, result: string, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'complete', result, ttlMs });
-  }
-
-  async markUnknown(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'unknown', ttlMs });
-  }
-
-  async releaseKey(scope: string, owner: string, fence: number): Promise<boolean> {
-    return this.transition(scope, owner, fence, { op: 'release' });
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
@@ -386,7 +369,7 @@ export class SqliteStore implements StateStore {
     }
   }
 
-  private transition(scope: string, owner: string, fence: number, t: KeyTransition): boolean {
+  protected override transition(scope: string, owner: string, fence: number, t: KeyTransition): boolean {
     const done = this.guard(() => this.transitionTx(scope, owner, fence, t, Date.now()));
     if (done && settles(t)) this.signals.notify(scope);
     return done;
