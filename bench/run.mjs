@@ -1,7 +1,6 @@
 // toolbus benchmarks: `npm run bench` (all scenarios) or `node bench/run.mjs front pipeline ...` (some).
 // Every ratio is measured side by side in one run on this machine; the load generator runs in its own process.
 // Results: bench/results/latest.json and latest.md, plus a timestamped copy of the JSON.
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -517,4 +516,3 @@ writeFileSync(
 );
 writeFileSync(join(dirOut, 'latest.md'), `${md.join('\n')}\n`);
 process.stdout.write(`${md.join('\n')}\n`);
-execFileSync('true');

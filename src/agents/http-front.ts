@@ -318,7 +318,7 @@ export class HttpFront {
           r.method === 'tools/call' &&
           (r.params?._meta as Record<string, unknown> | undefined)?.progressToken !== undefined,
       );
-    if (wantsSse || progressWanted) return this.respondSse(req, res, agent, session, requests, batch, headers);
+    if (wantsSse || progressWanted) return this.respondSse(res, agent, session, requests, batch, headers);
 
     const controllers = this.watchClose(res, requests.length);
     const replies = await Promise.all(
@@ -333,7 +333,6 @@ export class HttpFront {
   }
 
   private respondSse(
-    _req: IncomingMessage,
     res: ServerResponse,
     agent: AgentIdentity,
     session: Session | null,

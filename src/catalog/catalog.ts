@@ -1,8 +1,8 @@
 // The catalog: every upstream's tools under their exposed names, with the policy the pipeline enforces
 // (kind, key rule, lease templates, timeout) and the tightened schema agents see and the bus validates.
 import type { ValidateFunction } from 'ajv';
-import type { Config, ToolPolicy, UpstreamConfig } from '../config/schema.js';
-import { compileValidator, schemaProblem, tightenSchema } from './schema-tools.js';
+import type { ToolPolicy, UpstreamConfig } from '../config/schema.js';
+import { compileValidator, tightenSchema } from './schema-tools.js';
 
 export type ToolKind = 'read' | 'write';
 export type KeyRule = 'required' | 'optional' | 'off';
@@ -134,10 +134,9 @@ export class Catalog {
         base = { ...upstreamSchema, properties: props, ...(req ? { required: req } : {}) };
       }
       const tightened = tightenSchema(base, policy?.schema as Record<string, unknown> | undefined);
-      const problem = schemaProblem(tightened);
       let validate: ValidateFunction;
       try {
-        if (problem) throw new Error(problem);
+        // Refuses pathological schemas (remote $ref, depth, size) before compiling; cached per distinct schema.
         validate = compileValidator(tightened);
       } catch (err) {
         warn(`hidden: its input schema cannot be used (${(err as Error).message})`);
@@ -198,8 +197,4 @@ export function toolMatcher(globs: readonly string[]): (name: string) => boolean
   );
   const re = new RegExp(`^(?:${parts.join('|')})$`);
   return (name) => re.test(name);
-}
-
-export function configuredUpstreams(config: Config): [string, UpstreamConfig][] {
-  return Object.entries(config.upstreams);
 }

@@ -1,6 +1,6 @@
 // The path of one tool call, written down once, in order. Each stage says in its own header why it stands where it
 // does; the short reasons are repeated here so the order can be read in one place.
-import { BusError, errorResult, toBusError } from '../errors.js';
+import { errorResult, toBusError } from '../errors.js';
 import type { RecentEvents } from '../observe/recent.js';
 import { compose, type Stage } from './compose.js';
 import type { CallContext, ToolResult } from './context.js';
@@ -92,5 +92,3 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
     },
   };
 }
-
-export { BusError };
