@@ -1,19 +1,25 @@
-// The bus: builds the catalog, pipeline and agent front from a loaded config, connects the upstreams (one shared
-// connection each), keeps the catalog fresh, rotates secrets live, and starts, drains and stops the whole.
+// The bus: wires the catalog, pipeline, agent front and admin routes from a loaded config, connects the upstreams
+// (one shared connection each), rotates secrets live, and starts, drains and stops the whole. What each part does
+// lives in its own module: redaction and logging in observe/, the dashboard in dashboard/, catalog refresh in
+// catalog/refresher.ts.
 import { randomBytes } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { AgentTable } from './agents/agent-table.js';
+import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './agents/hosts.js';
 import { HttpFront } from './agents/http-front.js';
 import type { RpcDeps } from './agents/rpc.js';
 import { type DirectoryUpstream, UpstreamDirectory } from './agents/upstream-directory.js';
 import { Catalog } from './catalog/catalog.js';
+import { CoalescedRefresh } from './catalog/refresher.js';
 import { type LoadedConfig, loadConfig } from './config/load.js';
 import type { Config, UpstreamConfig } from './config/schema.js';
-import { dashboardPage } from './dashboard/page.js';
+import { adminRoutes } from './dashboard/routes.js';
+import { dashboardSnapshot } from './dashboard/snapshot.js';
+import { createLogger } from './observe/log.js';
 import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
+import { SecretRedactor } from './observe/redact.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
 import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
@@ -30,34 +36,11 @@ export interface BusOptions {
   logStream?: NodeJS.WritableStream;
 }
 
-/** Replaces every secret value in a log line, whatever field it hides in. */
-function redactor(secrets: () => readonly string[]): (line: string) => string {
-  return (line) => {
-    let out = line;
-    for (const s of secrets()) if (s.length >= 4 && out.includes(s)) out = out.split(s).join('[redacted]');
-    return out;
-  };
-}
-
-export function createLogger(level: string, secrets: () => readonly string[], stream?: NodeJS.WritableStream): Logger {
-  const redact = redactor(secrets);
-  return pino(
-    {
-      level,
-      base: { service: 'toolbus' },
-      redact: {
-        paths: ['*.headers', '*.env', 'headers', 'env', '*.authorization', 'authorization', '*.token', 'token'],
-        censor: '[redacted]',
-      },
-      hooks: { streamWrite: redact },
-    },
-    (stream ?? process.stderr) as pino.DestinationStream,
-  );
-}
-
 export class Bus {
   private loaded: LoadedConfig;
   readonly logger: Logger;
+  /** Every configured secret, in every encoding, redacted from all the bus sends and logs. */
+  readonly redactor: SecretRedactor;
   readonly metrics = new Metrics();
   readonly recent = new RecentEvents();
   readonly catalog = new Catalog();
@@ -69,6 +52,7 @@ export class Bus {
   private directory!: UpstreamDirectory;
   private runner!: CallRunner;
   private toolLists = new Map<string, { tools: Record<string, unknown>[] }>();
+  private readonly refreshers = new Map<string, CoalescedRefresh>();
   private seq = 0;
   private watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | undefined;
@@ -83,7 +67,8 @@ export class Bus {
     private readonly opts: BusOptions,
   ) {
     this.loaded = loaded;
-    this.logger = createLogger(loaded.config.logging.level, () => this.loaded.secrets, opts.logStream);
+    this.redactor = new SecretRedactor(loaded.secrets);
+    this.logger = createLogger(loaded.config.logging.level, this.redactor, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
   }
 
@@ -132,21 +117,54 @@ export class Bus {
       newOwner: () => `${this.replicaId}:${++this.seq}`,
       toolListFor: (agent) => this.toolListFor(agent),
     };
+    const host = this.opts.host ?? cfg.server.host;
+    const loopbackOnly = LOOPBACK_HOSTS.has(host);
+    if (!loopbackOnly && !cfg.server.adminToken && cfg.server.dashboard) {
+      this.logger.warn(
+        { host },
+        'listening beyond loopback without server.adminToken: the dashboard API refuses every request',
+      );
+    }
+    if (isUnspecifiedAddress(host)) this.logger.warn({ host }, 'listening on every interface');
+    const redact = (text: string) => this.redactor.redact(text);
+    const routes = adminRoutes({
+      adminToken: () => this.loaded.config.server.adminToken,
+      loopbackOnly,
+      dashboardEnabled: () => this.loaded.config.server.dashboard,
+      readiness: () => ({
+        ready: this.ready,
+        upstreams: Object.fromEntries([...this.runtimes.values()].map((r) => [r.name, r.connection.state])),
+      }),
+      metrics: this.metrics,
+      snapshot: (admin) => this.snapshot(admin),
+      redact,
+      logger: this.logger,
+    });
     this.front = new HttpFront({
-      host: this.opts.host ?? cfg.server.host,
+      host,
       port: this.opts.port ?? cfg.server.port,
       allowedHosts: cfg.server.allowedHosts,
       allowedOrigins: cfg.server.allowedOrigins,
       maxBodyBytes: cfg.server.maxBodyBytes,
       sessionIdleMs: cfg.server.sessionIdleMs,
+      limits: cfg.limits,
       agents: this.agents,
       deps,
       logger: this.logger,
-      extraRoutes: (req, res, path) => this.extraRoutes(req, res, path),
+      redact,
+      extraRoutes: routes,
+    });
+    this.metrics.watchLive({
+      sessions: () => this.front.sessions.size,
+      upstreams: () =>
+        [...this.runtimes.values()].map((r) => {
+          const q = r.queue.snapshot();
+          return { name: r.name, queued: q.queued, inFlight: q.inFlight };
+        }),
     });
     // Every upstream is tried once before the bus says it is listening; failures keep retrying in the background.
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
-    await Promise.all([...this.runtimes.keys()].map((name) => this.refreshTools(name)));
+    await Promise.all([...this.refreshers.values()].map((r) => r.runNow()));
     this.address = await this.front.listen();
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
     this.watchSecrets();
@@ -168,7 +186,14 @@ export class Bus {
   }
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
-    const connection = new UpstreamConnection(name, ucfg, { logger: this.logger.child({ upstream: name }) });
+    const connection = new UpstreamConnection(name, ucfg, {
+      logger: this.logger.child({ upstream: name }),
+      maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
+    });
+    const refresher = new CoalescedRefresh(() => this.refreshTools(name), {
+      perSecond: this.loaded.config.limits.catalogRefreshPerSecond,
+    });
+    this.refreshers.set(name, refresher);
     const breaker = new CircuitBreaker({ failures: ucfg.circuitBreaker.failures, openMs: ucfg.circuitBreaker.openMs });
     const queue = new AdmissionQueue({
       upstream: name,
@@ -184,11 +209,12 @@ export class Bus {
     });
     connection.on('state', (state: string) => {
       this.metrics.upstreamUp.set({ upstream: name }, state === 'ready' ? 1 : 0);
-      if (state === 'ready' && !this.stopping) void this.refreshTools(name);
+      if (state === 'ready' && !this.stopping) refresher.request();
     });
     connection.on('restart', () => this.metrics.restart(name));
     connection.on('notification', (method: string) => {
-      if (method === 'notifications/tools/list_changed') void this.refreshTools(name);
+      // A storm of list_changed is merged: one refresh in flight, one pending, a few per second at most.
+      if (method === 'notifications/tools/list_changed') refresher.request();
       else if (method === 'notifications/resources/list_changed' || method === 'notifications/prompts/list_changed') {
         this.front?.broadcast(method);
       }
@@ -248,78 +274,22 @@ export class Bus {
     return [...this.runtimes.values()].every((r) => r.connection.state === 'ready');
   }
 
-  /** What the dashboard shows; also handy for tests. */
-  async snapshot(): Promise<Record<string, unknown>> {
-    const sessionsByAgent = new Map<string, number>();
-    for (const s of this.front.sessions.values())
-      sessionsByAgent.set(s.agent.id, (sessionsByAgent.get(s.agent.id) ?? 0) + 1);
-    let leases: Awaited<ReturnType<StateStore['listLeases']>> = [];
-    let storeOk = true;
-    try {
-      leases = await this.store.listLeases();
-    } catch {
-      storeOk = false;
-    }
-    return {
-      replica: this.replicaId,
-      store: { kind: this.store.kind, ok: storeOk && this.storeOk },
-      agents: this.agents
-        .list()
-        .map((a) => ({ id: a.id, tenant: a.tenant, weight: a.weight, sessions: sessionsByAgent.get(a.id) ?? 0 })),
-      upstreams: [...this.runtimes.values()].map((r) => ({
-        name: r.name,
-        state: r.connection.state,
-        pid: r.connection.pid ?? null,
-        breaker: r.breaker.state,
-        tools: [...this.catalog.all()].filter((t) => t.upstream === r.name).length,
-        ...r.queue.snapshot(),
-      })),
-      // A holder on this replica is shown as its agent and tool; one on another replica by its owner id.
-      leases: leases.map((l) => {
-        const call = this.runner.inFlight.get(l.holder);
-        return call ? { ...l, agent: call.agent, tool: call.tool } : l;
-      }),
-      calls: [...this.runner.inFlight.values()].map((c) => ({ ...c, ms: Date.now() - c.startedAt })).slice(0, 100),
-      recent: this.recent.list().slice(0, 50),
-    };
-  }
-
-  private extraRoutes(req: IncomingMessage, res: ServerResponse, path: string): boolean {
-    if (req.method !== 'GET') return false;
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok');
-      return true;
-    }
-    if (path === '/readyz') {
-      const states = Object.fromEntries([...this.runtimes.values()].map((r) => [r.name, r.connection.state]));
-      const body = JSON.stringify({ ready: this.ready, upstreams: states });
-      res.writeHead(this.ready ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(body);
-      return true;
-    }
-    if (path === '/metrics') {
-      void this.metrics.render().then(({ contentType, body }) => {
-        res.writeHead(200, { 'content-type': contentType });
-        res.end(body);
-      });
-      return true;
-    }
-    if (!this.loaded.config.server.dashboard) return false;
-    if (path === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-      res.end(dashboardPage());
-      return true;
-    }
-    if (path === '/api/dashboard') {
-      void this.snapshot().then((snap) => {
-        const body = JSON.stringify(snap);
-        res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-        res.end(body);
-      });
-      return true;
-    }
-    return false;
+  /** What the dashboard shows. Lease scopes hold argument values: only an admin sees them in clear. */
+  snapshot(admin: boolean): Promise<Record<string, unknown>> {
+    return dashboardSnapshot(
+      {
+        replicaId: this.replicaId,
+        store: this.store,
+        storeHealthy: () => this.storeOk,
+        agents: () => this.agents.list(),
+        sessionsOf: (id) => this.front.sessions.countFor(id),
+        runtimes: () => this.runtimes.values(),
+        toolCount: (up) => [...this.catalog.all()].filter((t) => t.upstream === up).length,
+        inFlight: this.runner.inFlight,
+        recent: () => this.recent.list(),
+      },
+      admin,
+    );
   }
 
   private watchSecrets(): void {
@@ -356,7 +326,9 @@ export class Bus {
     }
     const prev = this.loaded;
     this.loaded = next;
+    this.redactor.add(next.secrets);
     this.agents.replace(next.config.agents);
+    this.front.sessions.endAgentsNotIn((id) => this.agents.has(id));
     this.toolLists.clear();
     for (const [name, ucfg] of Object.entries(next.config.upstreams)) {
       const runtime = this.runtimes.get(name);
@@ -373,7 +345,7 @@ export class Bus {
           this.logger.error({ err, upstream: name }, 'live reconfiguration failed; the old connection stays');
         }
       }
-      await this.refreshTools(name);
+      this.refreshers.get(name)?.request();
     }
     this.watchSecrets();
   }
@@ -386,6 +358,7 @@ export class Bus {
     clearInterval(this.storeProbe);
     clearTimeout(this.reloadTimer);
     for (const w of this.watchers) w.close();
+    for (const r of this.refreshers.values()) r.stop();
     await this.front?.close();
     for (const r of this.runtimes.values()) r.queue.close();
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.close().catch(() => {})));

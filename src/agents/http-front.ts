@@ -1,14 +1,18 @@
 // The Streamable HTTP agent front at /mcp, written directly on node:http because it is on the hot path of every call
-// (see docs/architecture.md for the measurement that chose this over the SDK's transport). It owns: the Host/Origin
-// guard, bearer authentication, body limits, JSON-RPC framing (single and batch), the choice of JSON or SSE responses,
-// stateful sessions (Mcp-Session-Id, GET stream for notifications, DELETE) and stateless requests of both eras, and
-// relaying cancellation and progress. Everything else happens in rpc.ts and the pipeline.
-import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// (see docs/architecture.md for the measurement that chose this over the SDK's transport). It owns the HTTP side of
+// a request: routing, the Host/Origin guard (origin-guard.ts), bearer authentication, body and shape limits
+// (request-shape.ts), JSON-RPC framing (single and batch), JSON or SSE responses, sessions (session-table.ts), and
+// the request boundary: nothing a request does can throw past it, and every byte that leaves goes through the
+// secret redactor and the response cap. The MCP methods themselves live in rpc.ts and the pipeline.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { Limits } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AgentTable } from './agent-table.js';
-import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './hosts.js';
+import { originGuard } from './origin-guard.js';
+import { jsonDepthExceeds, validRequestId } from './request-shape.js';
 import {
   type CallEnv,
   handleRequest,
@@ -20,26 +24,21 @@ import {
   type RpcDeps,
   RpcError,
 } from './rpc.js';
+import { type Session, SessionTable } from './session-table.js';
 
 type JsonRpcMessage = {
   jsonrpc?: unknown;
-  id?: string | number | null;
+  id?: unknown;
   method?: unknown;
   params?: Record<string, unknown>;
   result?: unknown;
   error?: unknown;
 };
 
-export interface Session {
-  readonly id: string;
-  readonly agent: AgentIdentity;
-  protocolVersion: string;
-  lastSeen: number;
-  /** Open GET streams that receive server notifications. */
-  readonly streams: Set<ServerResponse>;
-  /** In-flight requests by JSON-RPC id, for notifications/cancelled. */
-  readonly inflight: Map<string | number, AbortController>;
-}
+type Reply = Record<string, unknown>;
+
+/** JSON-RPC "server error" range: a request refused by one of the bus's limits. */
+export const LIMIT_EXCEEDED = -32000;
 
 export interface HttpFrontOptions {
   host: string;
@@ -48,50 +47,58 @@ export interface HttpFrontOptions {
   allowedOrigins: readonly string[];
   maxBodyBytes: number;
   sessionIdleMs: number;
+  limits: Limits;
   agents: AgentTable;
   deps: RpcDeps;
   logger: Logger;
+  /** Replaces every configured secret, in any encoding, in text about to leave the process. */
+  redact: (text: string) => string;
   /** Other routes (health, metrics, dashboard); returns false when it did not handle the request. */
-  extraRoutes: (req: IncomingMessage, res: ServerResponse, url: string) => boolean;
+  extraRoutes: (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
 }
 
-function hostName(hostHeader: string): string {
-  if (hostHeader.startsWith('[')) return hostHeader.slice(0, hostHeader.indexOf(']') + 1);
-  const colon = hostHeader.lastIndexOf(':');
-  return colon === -1 ? hostHeader : hostHeader.slice(0, colon);
+function rpcError(id: unknown, code: number, message: string, data?: unknown): Reply {
+  return {
+    jsonrpc: '2.0',
+    id: id ?? null,
+    error: data === undefined ? { code, message } : { code, message, data },
+  };
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
-  res.end(text);
-}
-
-function rpcError(id: JsonRpcMessage['id'], code: number, message: string): Record<string, unknown> {
-  return { jsonrpc: '2.0', id: id ?? null, error: { code, message } };
+function byteLength(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
 }
 
 export class HttpFront {
   readonly server: Server;
-  readonly sessions = new Map<string, Session>();
-  /** Stateless in-flight requests, keyed by agent id and request id, so notifications/cancelled still reaches them. */
-  private readonly statelessInflight = new Map<string, AbortController>();
+  readonly sessions: SessionTable;
+  /** Session-less requests in flight, per TCP connection: a notifications/cancelled reaches only its own connection. */
+  private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
-  private readonly hostAllowed: (host: string) => boolean;
+  private readonly guard: ReturnType<typeof originGuard>;
 
   constructor(private readonly opts: HttpFrontOptions) {
-    const extraHosts = new Set(opts.allowedHosts.map((h) => h.toLowerCase()));
-    if (!LOOPBACK_HOSTS.has(opts.host) && !isUnspecifiedAddress(opts.host)) extraHosts.add(opts.host.toLowerCase());
-    this.hostAllowed = (h) => LOOPBACK_HOSTS.has(h) || extraHosts.has(h);
-    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.route(req, res));
-    this.server.headersTimeout = 30_000;
-    this.sweeper = setInterval(() => this.sweepSessions(), Math.min(60_000, opts.sessionIdleMs)).unref();
+    this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
+    this.sessions = new SessionTable({ maxPerAgent: opts.limits.maxSessionsPerAgent, idleMs: opts.sessionIdleMs });
+    this.server = createServer(
+      { keepAliveTimeout: 65_000, headersTimeout: opts.limits.headersTimeoutMs, requestTimeout: 60_000 },
+      (req, res) => this.route(req, res),
+    );
+    // Half-open and idle connections count against this; beyond it new connections are dropped by the kernel side.
+    this.server.maxConnections = opts.limits.maxConnections;
+    this.server.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+      else socket.destroy();
+    });
+    const sweepEvery = Math.max(1000, Math.min(30_000, Math.floor(opts.sessionIdleMs / 4)));
+    this.sweeper = setInterval(() => this.sessions.sweep(), sweepEvery).unref();
   }
 
   listen(): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off('error', reject);
         const addr = this.server.address();
         if (addr === null || typeof addr === 'string') return reject(new Error('no address'));
         resolve({ host: this.opts.host, port: addr.port });
@@ -101,7 +108,7 @@ export class HttpFront {
 
   async close(): Promise<void> {
     clearInterval(this.sweeper);
-    for (const s of this.sessions.values()) this.endSession(s);
+    this.sessions.clear();
     this.server.closeIdleConnections();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
@@ -114,90 +121,86 @@ export class HttpFront {
 
   /** Sends a notification to every open session stream (e.g. notifications/tools/list_changed). */
   broadcast(method: string, params?: Record<string, unknown>): void {
-    const frame = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) })}\n\n`;
+    const text = this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) }));
+    const frame = `event: message\ndata: ${text}\n\n`;
     for (const s of this.sessions.values()) for (const stream of s.streams) stream.write(frame);
   }
 
-  private sweepSessions(): void {
-    const cutoff = Date.now() - this.opts.sessionIdleMs;
-    for (const s of this.sessions.values())
-      if (s.lastSeen < cutoff && s.inflight.size === 0 && s.streams.size === 0) this.endSession(s);
+  private sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+    const text = this.opts.redact(JSON.stringify(body));
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': byteLength(text), ...headers });
+    res.end(text);
   }
 
-  private endSession(s: Session): void {
-    for (const c of s.inflight.values()) c.abort(new Error('session closed'));
-    for (const stream of s.streams) stream.end();
-    this.sessions.delete(s.id);
-  }
-
-  private guardOrigin(req: IncomingMessage, res: ServerResponse): boolean {
-    const host = req.headers.host;
-    if (!host || !this.hostAllowed(hostName(host).toLowerCase())) {
-      sendJson(res, 403, rpcError(null, INVALID_REQUEST, 'Host not allowed'));
-      return false;
-    }
-    const origin = req.headers.origin;
-    if (origin !== undefined) {
-      let ok = this.opts.allowedOrigins.includes(origin);
-      if (!ok) {
-        try {
-          ok = LOOPBACK_HOSTS.has(new URL(origin).hostname);
-        } catch {
-          ok = false;
-        }
-      }
-      if (!ok) {
-        sendJson(res, 403, rpcError(null, INVALID_REQUEST, 'Origin not allowed'));
-        return false;
-      }
-    }
-    return true;
-  }
-
+  /** The request boundary: whatever a handler throws or rejects with ends this request alone. */
   private route(req: IncomingMessage, res: ServerResponse): void {
+    const fail = (err: unknown) => {
+      this.opts.logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed at the boundary');
+      if (!res.headersSent) this.sendJson(res, 500, rpcError(null, -32603, 'Internal error'), { connection: 'close' });
+      else res.destroy();
+    };
+    try {
+      const done = this.routeUnsafe(req, res);
+      if (done) done.catch(fail);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  private routeUnsafe(req: IncomingMessage, res: ServerResponse): Promise<unknown> | undefined {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
+    // Liveness says nothing about the bus and must answer probes that use an IP as Host.
+    if (path !== '/healthz') {
+      const verdict = this.guard(req);
+      if (verdict !== 'ok') {
+        this.opts.logger.info({ path, reason: verdict }, 'request refused by the Host/Origin guard');
+        this.sendJson(
+          res,
+          403,
+          rpcError(null, INVALID_REQUEST, verdict === 'host' ? 'Host not allowed' : 'Origin not allowed'),
+        );
+        return undefined;
+      }
+    }
     if (path === '/mcp') {
-      if (!this.guardOrigin(req, res)) return;
       const agent = this.opts.agents.authenticate(req.headers.authorization);
       if (!agent) {
         // Nothing else is revealed to an unknown caller: no tool list, no hint of which agents exist.
+        this.opts.logger.info({ path }, 'request refused: no valid bearer token');
         res.writeHead(401, { 'www-authenticate': 'Bearer realm="toolbus"', 'content-length': 0 });
         res.end();
-        return;
+        return undefined;
       }
-      if (req.method === 'POST') return void this.post(req, res, agent);
-      if (req.method === 'GET') {
-        this.openStream(req, res, agent);
-        return;
-      }
-      if (req.method === 'DELETE') {
-        this.deleteSession(req, res, agent);
-        return;
-      }
+      if (req.method === 'POST') return this.post(req, res, agent);
+      if (req.method === 'GET') return void this.openStream(req, res, agent);
+      if (req.method === 'DELETE') return void this.deleteSession(req, res, agent);
       res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
       res.end();
-      return;
+      return undefined;
     }
-    if (path.startsWith('/api/') || path === '/') {
-      if (!this.guardOrigin(req, res)) return;
-    }
-    if (this.opts.extraRoutes(req, res, path)) return;
-    res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found');
+    const handled = this.opts.extraRoutes(req, res, path);
+    if (handled === true) return undefined;
+    const notFound = () => {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found');
+    };
+    if (handled === false) return void notFound();
+    return handled.then((h) => {
+      if (!h) notFound();
+    });
   }
 
+  /** null: no session header; undefined: a header naming no session of this agent (404 sent). */
   private sessionFor(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): Session | null | undefined {
     const id = req.headers['mcp-session-id'];
     if (typeof id !== 'string') return null;
-    const s = this.sessions.get(id);
-    // A session is bound to the agent that opened it; another agent's token cannot use (or probe) it.
-    if (!s || s.agent.id !== agent.id) {
-      sendJson(res, 404, rpcError(null, -32001, 'Session not found'));
+    const s = this.sessions.lookup(id, agent);
+    if (!s) {
+      this.sendJson(res, 404, rpcError(null, -32001, 'Session not found'));
       return undefined;
     }
-    s.lastSeen = Date.now();
     return s;
   }
 
@@ -216,27 +219,28 @@ export class HttpFront {
     res.on('close', () => {
       clearInterval(ping);
       s.streams.delete(res);
+      s.lastSeen = Date.now();
     });
   }
 
   private deleteSession(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): void {
     const s = this.sessionFor(req, res, agent);
     if (s === undefined) return;
-    if (s) this.endSession(s);
+    if (s) this.sessions.end(s);
     res.writeHead(s ? 204 : 400, { 'content-length': 0 });
     res.end();
   }
 
   private readBody(req: IncomingMessage, res: ServerResponse): Promise<string | null> {
+    const max = this.opts.maxBodyBytes;
+    const tooLarge = () =>
+      this.sendJson(res, 413, rpcError(null, INVALID_REQUEST, `Request body larger than ${max} bytes`), {
+        connection: 'close',
+      });
     return new Promise((resolve) => {
       const declared = Number(req.headers['content-length'] ?? 0);
-      if (declared > this.opts.maxBodyBytes) {
-        sendJson(
-          res,
-          413,
-          rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`),
-          { connection: 'close' },
-        );
+      if (declared > max) {
+        tooLarge();
         req.resume();
         return resolve(null);
       }
@@ -244,13 +248,8 @@ export class HttpFront {
       let size = 0;
       req.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > this.opts.maxBodyBytes) {
-          sendJson(
-            res,
-            413,
-            rpcError(null, INVALID_REQUEST, `Request body larger than ${this.opts.maxBodyBytes} bytes`),
-            { connection: 'close' },
-          );
+        if (size > max) {
+          if (!res.headersSent) tooLarge();
           req.destroy();
           resolve(null);
           return;
@@ -267,45 +266,78 @@ export class HttpFront {
   private async post(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): Promise<void> {
     const body = await this.readBody(req, res);
     if (body === null) return;
+    const limits = this.opts.limits;
+    if (jsonDepthExceeds(body, limits.maxJsonDepth)) {
+      this.opts.logger.info({ agent: agent.id }, 'request refused: JSON nests too deep');
+      return this.sendJson(
+        res,
+        400,
+        rpcError(null, INVALID_REQUEST, `Invalid Request: JSON nests deeper than ${limits.maxJsonDepth} levels`),
+      );
+    }
     let parsed: unknown;
     try {
       parsed = JSON.parse(body);
     } catch {
-      return sendJson(res, 400, rpcError(null, PARSE_ERROR, 'Parse error: the body is not JSON'));
+      return this.sendJson(res, 400, rpcError(null, PARSE_ERROR, 'Parse error: the body is not JSON'));
     }
     const batch = Array.isArray(parsed);
     const messages = (batch ? parsed : [parsed]) as JsonRpcMessage[];
-    if (messages.length === 0 || messages.some((m) => m === null || typeof m !== 'object')) {
-      return sendJson(res, 400, rpcError(null, INVALID_REQUEST, 'Invalid Request'));
+    if (messages.length === 0 || messages.some((m) => m === null || typeof m !== 'object' || Array.isArray(m))) {
+      return this.sendJson(res, 400, rpcError(null, INVALID_REQUEST, 'Invalid Request'));
+    }
+    if (messages.length > limits.maxBatch) {
+      this.opts.logger.info({ agent: agent.id, batch: messages.length }, 'request refused: batch too long');
+      return this.sendJson(
+        res,
+        400,
+        rpcError(null, INVALID_REQUEST, `Invalid Request: a batch holds at most ${limits.maxBatch} requests`),
+      );
     }
     let session = this.sessionFor(req, res, agent);
     if (session === undefined) return;
 
-    const requests: JsonRpcMessage[] = [];
+    // Each entry is a request to run, or a reply already decided (an id the bus cannot echo back safely).
+    const entries: (JsonRpcMessage | Reply)[] = [];
     for (const m of messages) {
-      if (typeof m.method === 'string' && m.id !== undefined && m.id !== null) requests.push(m);
-      else if (typeof m.method === 'string') this.notification(m, session, agent);
+      if (m.id !== undefined && m.id !== null && !validRequestId(m.id, limits.maxIdLength)) {
+        entries.push(
+          rpcError(
+            null,
+            INVALID_REQUEST,
+            `Invalid Request: id must be an integer or a string of at most ${limits.maxIdLength} characters`,
+          ),
+        );
+      } else if (typeof m.method === 'string' && m.id !== undefined && m.id !== null) {
+        entries.push(m);
+      } else if (typeof m.method === 'string') {
+        this.notification(m, session, req.socket);
+      }
       // Responses from the client (to server-initiated requests) are accepted and dropped: toolbus sends none.
     }
-    if (requests.length === 0) {
+    if (entries.length === 0) {
       res.writeHead(202, { 'content-length': 0 });
       res.end();
       return;
     }
 
-    const first = requests[0]!;
+    const first = entries[0]!;
     let headers: Record<string, string> | undefined;
     if (first.method === 'initialize' && !batch) {
       // The 2025-era handshake opens a stateful session. The 2026-07-28 revision never sends initialize.
-      session = {
-        id: randomUUID(),
-        agent,
-        protocolVersion: '',
-        lastSeen: Date.now(),
-        streams: new Set(),
-        inflight: new Map(),
-      };
-      this.sessions.set(session.id, session);
+      session = this.sessions.open(agent);
+      if (session === null) {
+        this.opts.logger.warn({ agent: agent.id }, 'request refused: agent has too many sessions in use');
+        return this.sendJson(
+          res,
+          429,
+          rpcError(
+            first.id,
+            LIMIT_EXCEEDED,
+            `Too many sessions: agent ${agent.id} has ${limits.maxSessionsPerAgent} in use; close one (DELETE) first`,
+          ),
+        );
+      }
       headers = { 'mcp-session-id': session.id };
     }
 
@@ -313,54 +345,102 @@ export class HttpFront {
     const wantsSse = !accept.includes('application/json') && accept.includes('text/event-stream');
     const progressWanted =
       accept.includes('text/event-stream') &&
-      requests.some(
+      entries.some(
         (r) =>
           r.method === 'tools/call' &&
-          (r.params?._meta as Record<string, unknown> | undefined)?.progressToken !== undefined,
+          ((r.params as Record<string, unknown> | undefined)?._meta as Record<string, unknown> | undefined)
+            ?.progressToken !== undefined,
       );
-    if (wantsSse || progressWanted) return this.respondSse(res, agent, session, requests, batch, headers);
-
-    const controllers = this.watchClose(res, requests.length);
+    const controllers = this.watchClose(res, entries.length);
+    if (wantsSse || progressWanted) {
+      this.respondSse(res, agent, session, entries, batch, headers, controllers, req.socket);
+      return;
+    }
     const replies = await Promise.all(
-      requests.map((r, i) => this.dispatch(r, agent, session, controllers[i]!, undefined)),
+      entries.map((e, i) =>
+        'method' in e && typeof e.method === 'string'
+          ? this.dispatch(e as JsonRpcMessage, agent, session, controllers[i]!, undefined, req.socket)
+          : Promise.resolve(e as Reply),
+      ),
     );
     if (res.destroyed) return;
-    if (session && first.method === 'initialize') {
-      const pv = (replies[0]?.result as Record<string, unknown> | undefined)?.protocolVersion;
-      if (typeof pv === 'string') session.protocolVersion = pv;
+    this.noteProtocol(session, first, replies[0]);
+    const budget = { left: limits.maxResponseBytes };
+    const parts = replies.map((r) => this.encode(r, budget));
+    const text = batch ? `[${parts.join(',')}]` : parts[0]!;
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': byteLength(text), ...headers });
+    res.end(text);
+  }
+
+  /**
+   * One reply as redacted JSON text, within what is left of the request's response budget. A reply that cannot be
+   * serialized, or would not fit, becomes a JSON-RPC error for that request alone.
+   */
+  private encode(reply: Reply, budget: { left: number }): string {
+    let text: string;
+    try {
+      text = this.opts.redact(JSON.stringify(reply));
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, 'reply could not be serialized');
+      text = JSON.stringify(rpcError(reply.id, -32603, 'Internal error: the result could not be serialized'));
     }
-    sendJson(res, 200, batch ? replies : replies[0], headers);
+    const size = text.length * 3 > budget.left ? byteLength(text) : text.length;
+    if (size > budget.left) {
+      this.opts.logger.warn({ bytes: size, limit: this.opts.limits.maxResponseBytes }, 'reply over the response cap');
+      text = JSON.stringify(
+        rpcError(reply.id, LIMIT_EXCEEDED, `Response larger than ${this.opts.limits.maxResponseBytes} bytes`, {
+          limit: this.opts.limits.maxResponseBytes,
+        }),
+      );
+    }
+    budget.left -= Math.min(budget.left, text.length);
+    return text;
+  }
+
+  private noteProtocol(session: Session | null, request: JsonRpcMessage | Reply, reply: Reply | undefined): void {
+    if (!session || request.method !== 'initialize') return;
+    const pv = (reply?.result as Record<string, unknown> | undefined)?.protocolVersion;
+    if (typeof pv === 'string') session.protocolVersion = pv;
   }
 
   private respondSse(
     res: ServerResponse,
     agent: AgentIdentity,
     session: Session | null,
-    requests: JsonRpcMessage[],
+    entries: (JsonRpcMessage | Reply)[],
     batch: boolean,
     headers: Record<string, string> | undefined,
+    controllers: AbortController[],
+    socket: Socket,
   ): void {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...headers });
-    const controllers = this.watchClose(res, requests.length);
-    const write = (msg: unknown) => {
-      if (!res.destroyed) res.write(`event: message\ndata: ${JSON.stringify(msg)}\n\n`);
+    const budget = { left: this.opts.limits.maxResponseBytes };
+    const writeText = (text: string) => {
+      if (!res.destroyed) res.write(`event: message\ndata: ${text}\n\n`);
     };
-    const progress = (params: Record<string, unknown>) =>
-      write({ jsonrpc: '2.0', method: 'notifications/progress', params });
+    const progress = (params: Record<string, unknown>) => {
+      // Progress is best effort: once the budget is spent, it is dropped rather than crowding out the reply.
+      const text = this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/progress', params }));
+      if (text.length * 2 > budget.left) return;
+      budget.left -= text.length;
+      writeText(text);
+    };
     void Promise.all(
-      requests.map(async (r, i) => {
-        const reply = await this.dispatch(r, agent, session, controllers[i]!, progress);
-        if (session && r.method === 'initialize') {
-          const pv = (reply.result as Record<string, unknown> | undefined)?.protocolVersion;
-          if (typeof pv === 'string') session.protocolVersion = pv;
-        }
-        if (!batch) write(reply);
+      entries.map(async (e, i) => {
+        const reply =
+          'method' in e && typeof e.method === 'string'
+            ? await this.dispatch(e as JsonRpcMessage, agent, session, controllers[i]!, progress, socket)
+            : (e as Reply);
+        this.noteProtocol(session, e, reply);
+        if (!batch) writeText(this.encode(reply, budget));
         return reply;
       }),
-    ).then((replies) => {
-      if (batch) write(replies);
-      res.end();
-    });
+    )
+      .then((replies) => {
+        if (batch) writeText(`[${replies.map((r) => this.encode(r, budget)).join(',')}]`);
+      })
+      .catch((err: unknown) => this.opts.logger.error({ err }, 'SSE response failed'))
+      .finally(() => res.end());
   }
 
   /** One controller per request (cancellable one by one); all abort if the agent goes away before the reply. */
@@ -374,16 +454,24 @@ export class HttpFront {
     return controllers;
   }
 
-  private notification(m: JsonRpcMessage, session: Session | null, agent: AgentIdentity): void {
+  private notification(m: JsonRpcMessage, session: Session | null, socket: Socket): void {
     if (m.method === 'notifications/cancelled') {
-      const requestId = m.params?.requestId as string | number | undefined;
-      if (requestId === undefined) return;
-      const ctl = session
-        ? session.inflight.get(requestId)
-        : this.statelessInflight.get(`${agent.id}\u0000${requestId}`);
+      const requestId = m.params?.requestId;
+      if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
+      const ctl = session ? session.inflight.get(requestId) : this.connectionInflight.get(socket)?.get(requestId);
       ctl?.abort(new Error(typeof m.params?.reason === 'string' ? m.params.reason : 'cancelled by the agent'));
     }
     // notifications/initialized, roots/list_changed and others need no action.
+  }
+
+  private inflightFor(session: Session | null, socket: Socket): Map<string | number, AbortController> {
+    if (session) return session.inflight;
+    let map = this.connectionInflight.get(socket);
+    if (!map) {
+      map = new Map();
+      this.connectionInflight.set(socket, map);
+    }
+    return map;
   }
 
   private async dispatch(
@@ -392,41 +480,39 @@ export class HttpFront {
     session: Session | null,
     ctl: AbortController,
     progress: ((params: Record<string, unknown>) => void) | undefined,
-  ): Promise<Record<string, unknown>> {
+    socket: Socket,
+  ): Promise<Reply> {
     const id = m.id as string | number;
     const method = m.method as string;
-    const modern = isModernRequest(m.params, method);
+    const params = m.params !== null && typeof m.params === 'object' && !Array.isArray(m.params) ? m.params : undefined;
+    if (m.params !== undefined && params === undefined)
+      return rpcError(id, -32602, 'Invalid params: params must be an object');
+    const modern = isModernRequest(params, method);
     if (modern && method !== 'server/discover') {
-      const meta = m.params?._meta as Record<string, unknown>;
+      const meta = params?._meta as Record<string, unknown>;
       const v = meta['io.modelcontextprotocol/protocolVersion'];
       if (v !== MODERN_VERSION) {
-        return {
-          jsonrpc: '2.0',
-          id,
-          error: {
-            code: -32602,
-            message: `Unsupported protocol version ${String(v)}`,
-            data: { supported: [MODERN_VERSION] },
-          },
-        };
+        return rpcError(id, -32602, `Unsupported protocol version ${String(v).slice(0, 64)}`, {
+          supported: [MODERN_VERSION],
+        });
       }
     }
     if (method === 'initialize' && modern)
       return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
-    const inflightKey = `${agent.id}\u0000${id}`;
-    if (session) session.inflight.set(id, ctl);
-    else this.statelessInflight.set(inflightKey, ctl);
+    const inflight = this.inflightFor(session, socket);
+    // A second request with an id already in flight on this session/connection would hijack its cancellation.
+    if (inflight.has(id)) return rpcError(id, INVALID_REQUEST, 'Invalid Request: this id is already in flight');
+    inflight.set(id, ctl);
     const env: CallEnv = { agent, signal: ctl.signal, progress };
     try {
-      const result = await handleRequest(this.opts.deps, env, method, m.params);
+      const result = await handleRequest(this.opts.deps, env, method, params);
       return { jsonrpc: '2.0', id, result: modern ? { ...result, resultType: 'complete' } : result };
     } catch (err) {
-      if (err instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: err.code, message: err.message } };
-      this.opts.logger.error({ err, method }, 'request failed');
+      if (err instanceof RpcError) return rpcError(id, err.code, err.message);
+      this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
       return rpcError(id, -32603, 'Internal error');
     } finally {
-      if (session) session.inflight.delete(id);
-      else this.statelessInflight.delete(inflightKey);
+      inflight.delete(id);
     }
   }
 }

@@ -97,7 +97,8 @@ export async function callTool(
     throw new RpcError(INVALID_PARAMS, 'tools/call params.arguments must be an object');
   }
   const meta = params?._meta as Record<string, unknown> | undefined;
-  const tool = deps.catalog.get(name);
+  // A name longer than any tool's is never looked up (resolve-tool answers not_found).
+  const tool = name.length > 128 ? undefined : deps.catalog.get(name);
   const now = Date.now();
   const timeoutMs = tool?.timeoutMs ?? 60_000;
   const ctx: CallContext = {
@@ -155,6 +156,6 @@ export async function handleRequest(
     case 'prompts/get':
       return deps.directory.getPrompt(env.agent, params, env.signal);
     default:
-      throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${method}`);
+      throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${method.slice(0, 100)}`);
   }
 }

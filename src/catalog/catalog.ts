@@ -78,7 +78,13 @@ function exposedSchema(validated: Record<string, unknown>, keyRule: KeyRule, kin
 
 export class Catalog {
   private readonly tools = new Map<string, CatalogTool>();
+  /** Upstreams whose tool list has been read at least once. */
+  private readonly loaded = new Set<string>();
   readonly warnings: CatalogWarning[] = [];
+
+  isLoaded(upstream: string): boolean {
+    return this.loaded.has(upstream);
+  }
 
   get size(): number {
     return this.tools.size;
@@ -94,6 +100,7 @@ export class Catalog {
 
   /** Replaces one upstream's tools (on connect and on tools/list_changed). */
   setUpstream(name: string, cfg: UpstreamConfig, listing: UpstreamListing): void {
+    this.loaded.add(name);
     for (const [k, t] of this.tools) if (t.upstream === name) this.tools.delete(k);
     for (let i = this.warnings.length - 1; i >= 0; i--) {
       if (this.warnings[i]?.tool.startsWith(`${name}__`)) this.warnings.splice(i, 1);
@@ -137,7 +144,10 @@ export class Catalog {
       let validate: ValidateFunction;
       try {
         // Refuses pathological schemas (remote $ref, depth, size) before compiling; cached per distinct schema.
-        validate = compileValidator(tightened);
+        const compiled = compileValidator(tightened);
+        validate = compiled.validate;
+        for (const p of compiled.droppedPatterns)
+          warn(`pattern ${JSON.stringify(p.slice(0, 80))} cannot run in linear time (RE2): it is not enforced`);
       } catch (err) {
         warn(`hidden: its input schema cannot be used (${(err as Error).message})`);
         continue;
@@ -183,6 +193,7 @@ export class Catalog {
   }
 
   removeUpstream(name: string): void {
+    this.loaded.delete(name);
     for (const [k, t] of this.tools) if (t.upstream === name) this.tools.delete(k);
   }
 }

@@ -1,9 +1,12 @@
 // JSON Schema handling for the catalog: tightening (config rules merged over the upstream's inputSchema), the guard
 // against pathological upstream schemas, and one Ajv validator per distinct schema (compiled once, cached).
+// Patterns run on RE2 (re2js), whose matching time is linear in the input: an upstream's `^(a+)+$` cannot stall the
+// event loop. A pattern RE2 cannot run (lookaround, backreferences) is dropped from validation with a warning.
 import { createHash } from 'node:crypto';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import { RE2JS } from 're2js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -12,8 +15,30 @@ type FormatPlugin = (ajv: unknown) => unknown;
 const formatsExport = addFormatsModule as unknown as FormatPlugin | { default: FormatPlugin };
 const applyFormats: FormatPlugin = typeof formatsExport === 'function' ? formatsExport : formatsExport.default;
 
+/** Every pattern RE2 refused so far (Ajv compiles each distinct pattern once per engine, so this is remembered). */
+const unsupportedPatterns = new Set<string>();
+
+const MATCH_ANYTHING = { test: () => true };
+
+function re2Engine(pattern: string): { test: (s: string) => boolean } {
+  let re: RE2JS;
+  try {
+    re = RE2JS.compile(RE2JS.translateRegExp(pattern));
+  } catch {
+    unsupportedPatterns.add(pattern);
+    return MATCH_ANYTHING;
+  }
+  return { test: (s) => re.matcher(s).find() };
+}
+re2Engine.code = 're2js';
+
 // No loadSchema: a remote $ref is never fetched (and schemaProblem refuses it before compiling).
-const ajvOptions = { allErrors: true, strict: false, validateFormats: true } as const;
+const ajvOptions = {
+  allErrors: true,
+  strict: false,
+  validateFormats: true,
+  code: { regExp: re2Engine as ((pattern: string, u: string) => { test: (s: string) => boolean }) & { code: string } },
+} as const;
 const ajv2020 = new Ajv2020(ajvOptions);
 const ajv07 = new Ajv(ajvOptions);
 applyFormats(ajv2020);
@@ -77,10 +102,16 @@ export function schemaProblem(schema: JsonObject): string | null {
   return null;
 }
 
-const cache = new Map<string, ValidateFunction>();
+export interface CompiledValidator {
+  validate: ValidateFunction;
+  /** Patterns RE2 cannot run, dropped from validation (each deserves a `check` warning). */
+  droppedPatterns: readonly string[];
+}
+
+const cache = new Map<string, CompiledValidator>();
 
 /** One compiled validator per distinct schema text and draft; throws with a readable reason on a bad schema. */
-export function compileValidator(schema: JsonObject): ValidateFunction {
+export function compileValidator(schema: JsonObject): CompiledValidator {
   const text = JSON.stringify(schema);
   const id = createHash('sha256').update(text).digest('base64url');
   const hit = cache.get(id);
@@ -93,8 +124,16 @@ export function compileValidator(schema: JsonObject): ValidateFunction {
   const engine =
     draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? ajv07 : ajv2020;
   const fn = engine.compile(body);
-  cache.set(id, fn);
-  return fn;
+  // A schema that refers to itself without consuming input ({"$ref": "#"}) recurses until the stack overflows.
+  try {
+    fn({});
+  } catch {
+    throw new Error('schema recurses without end (a $ref that refers back to itself)');
+  }
+  const droppedPatterns = [...unsupportedPatterns].filter((p) => text.includes(JSON.stringify(p)));
+  const compiled = { validate: fn, droppedPatterns };
+  cache.set(id, compiled);
+  return compiled;
 }
 
 function describeError(e: ErrorObject): string {

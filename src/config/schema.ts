@@ -3,6 +3,9 @@
 import { z } from 'zod';
 
 const toolName = /^[A-Za-z0-9_-]+$/;
+// An upstream name is the prefix of `{upstream}__{tool}`: it may not hold `__` nor begin or end with `_`, or an
+// allow-list glob like `h__*` would also grant an upstream named `h__admin`, and a name could be split two ways.
+const upstreamName = /^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$/;
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
@@ -96,6 +99,39 @@ export const StoreSchema = z.discriminatedUnion('kind', [
   }),
 ]);
 
+/**
+ * Caps on what one request or one upstream message may cost (DESIGN.md section 16). Each has a default that no
+ * ordinary client comes near; every cap answers with a structured error for that request alone.
+ */
+export const LimitsSchema = z.strictObject({
+  /** Nesting depth of a JSON-RPC request body (objects and arrays). */
+  maxJsonDepth: positiveInt.default(64),
+  /** A JSON-RPC id is an integer or a string of at most this many characters. */
+  maxIdLength: positiveInt.default(256),
+  /** Requests in one JSON-RPC batch. */
+  maxBatch: positiveInt.default(64),
+  /** Bytes of the response to one HTTP request (a batch counts as one). */
+  maxResponseBytes: positiveInt.default(16 * 1024 * 1024),
+  /** Tool, prompt and resource names longer than this are not_found before any lookup or storage. */
+  maxNameLength: positiveInt.default(128),
+  /** Nesting depth of a tool call's arguments. */
+  maxArgumentDepth: positiveInt.default(32),
+  /** Bytes of a tool call's arguments as JSON. */
+  maxArgumentBytes: positiveInt.default(1024 * 1024),
+  /** Bytes of one message from an upstream; a larger result fails that call alone. */
+  maxUpstreamMessageBytes: positiveInt.default(16 * 1024 * 1024),
+  /** Stateful sessions per agent; beyond it the least recently used idle one is closed, else the request is refused. */
+  maxSessionsPerAgent: positiveInt.default(64),
+  /** Open TCP connections to the agent front (half-open ones included). */
+  maxConnections: positiveInt.default(4096),
+  /** A connection must send its request headers within this time. */
+  headersTimeoutMs: positiveInt.default(10_000),
+  /** Refreshes of one upstream's catalog per second, however many list_changed notifications it sends. */
+  catalogRefreshPerSecond: z.number().positive().default(4),
+});
+
+const limitDefaults = LimitsSchema.parse({});
+
 export const ConfigSchema = z.strictObject({
   server: z
     .strictObject({
@@ -107,8 +143,10 @@ export const ConfigSchema = z.strictObject({
       allowedOrigins: z.array(z.string()).default([]),
       maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
       dashboard: z.boolean().default(true),
-      /** Idle stateful sessions are closed after this long. */
-      sessionIdleMs: positiveInt.default(30 * 60_000),
+      /** Idle stateful sessions (no request, no open stream) are closed after this long. */
+      sessionIdleMs: positiveInt.default(5 * 60_000),
+      /** Bearer token for the dashboard API; required when the bus binds a non-loopback address. */
+      adminToken: z.string().min(16).optional(),
     })
     .default({
       host: '127.0.0.1',
@@ -117,8 +155,9 @@ export const ConfigSchema = z.strictObject({
       allowedOrigins: [],
       maxBodyBytes: 4 * 1024 * 1024,
       dashboard: true,
-      sessionIdleMs: 30 * 60_000,
+      sessionIdleMs: 5 * 60_000,
     }),
+  limits: LimitsSchema.default(limitDefaults),
   store: StoreSchema.default({ kind: 'sqlite', path: '.toolbus/state.db' }),
   /** What reads do while the store is unreachable: keep flowing (default) or fail closed too. */
   readsWhenStoreDown: z.enum(['allow', 'deny']).default('allow'),
@@ -141,13 +180,17 @@ export const ConfigSchema = z.strictObject({
     })
     .default({ level: 'info' }),
   agents: z.array(AgentSchema).default([]),
-  upstreams: z.record(z.string().regex(toolName), UpstreamSchema),
+  upstreams: z.record(
+    z.string().regex(upstreamName, 'an upstream name is letters, digits and "-", with single "_" between them'),
+    UpstreamSchema,
+  ),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type StdioUpstreamConfig = z.infer<typeof StdioUpstreamSchema>;
 export type HttpUpstreamConfig = z.infer<typeof HttpUpstreamSchema>;
+export type Limits = z.infer<typeof LimitsSchema>;
 export type AgentConfig = z.infer<typeof AgentSchema>;
 export type ToolPolicy = z.infer<typeof ToolPolicySchema>;
 export type StoreConfig = z.infer<typeof StoreSchema>;

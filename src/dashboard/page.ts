@@ -1,5 +1,6 @@
 // The dashboard page at `/`: one self-contained HTML document that polls /api/dashboard once a second.
-// No build step and no external assets, so it works on a machine with no network.
+// No build step and no external assets, so it works on a machine with no network. An admin token, when needed, is
+// given in the page's fragment (`/#token=...`), which browsers never send to a server or put in a Referer.
 export function dashboardPage(): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>toolbus</title>
@@ -23,7 +24,7 @@ function cell(v){const td=document.createElement('td');td.textContent=v==null?''
 function fill(id,rows,cols){const tb=document.querySelector('#'+id+' tbody');tb.replaceChildren(...rows.map(r=>{const tr=document.createElement('tr');for(const c of cols){const td=cell(typeof c==='function'?c(r):r[c]);tr.appendChild(td)}tr.dataset.key=String(r[cols[0]]??'');return tr}))}
 async function tick(){
   try{
-    const r=await fetch('/api/dashboard',{cache:'no-store'});const d=await r.json();
+    const t=new URLSearchParams(location.hash.slice(1)).get('token');const r=await fetch('/api/dashboard',{cache:'no-store',headers:t?{authorization:'Bearer '+t}:{}});if(!r.ok)throw new Error('HTTP '+r.status);const d=await r.json();
     document.getElementById('replica').textContent='replica '+d.replica+' · store '+d.store.kind+(d.store.ok?'':' (unreachable)');
     fill('agents',d.agents,['id','tenant','weight','sessions']);
     fill('upstreams',d.upstreams,['name','state','pid','breaker','tools','inFlight','queued',u=>Object.entries(u.perAgent||{}).filter(([,v])=>v.queued>0).map(([k,v])=>k+':'+v.queued).join(' ')]);

@@ -2,8 +2,15 @@
 // config and catalog: never argument values, keys or secrets.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
+/** Live values read when /metrics is scraped, so the gauges are always true. */
+export interface LiveGauges {
+  sessions: () => number;
+  upstreams: () => Iterable<{ name: string; queued: number; inFlight: number }>;
+}
+
 export class Metrics {
   readonly registry = new Registry();
+  private live: LiveGauges | undefined;
   private readonly calls = new Counter({
     name: 'toolbus_calls_total',
     help: 'Tool calls by tool and outcome (ok, replayed, joined, or an error category)',
@@ -49,17 +56,19 @@ export class Metrics {
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
-  readonly queueDepth = new Gauge({
+  private readonly queueDepth = new Gauge({
     name: 'toolbus_queue_depth',
     help: 'Calls waiting in the fair queue, by upstream',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
+    collect: () => this.collectUpstreams(),
   });
-  readonly inFlight = new Gauge({
+  private readonly inFlight = new Gauge({
     name: 'toolbus_calls_in_flight',
     help: 'Calls admitted to an upstream and not yet answered',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
+    collect: () => this.collectUpstreams(),
   });
   private readonly restarts = new Counter({
     name: 'toolbus_upstream_restarts_total',
@@ -73,14 +82,32 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
-  readonly sessions = new Gauge({
+  private readonly sessions = new Gauge({
     name: 'toolbus_agent_sessions',
     help: 'Open stateful agent sessions',
     registers: [this.registry],
+    collect: () => {
+      if (this.live) this.sessions.set(this.live.sessions());
+    },
   });
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Where the live gauges (sessions, queue depth, calls in flight) read their values at scrape time. */
+  watchLive(live: LiveGauges): void {
+    this.live = live;
+  }
+
+  private collectUpstreams(): void {
+    if (!this.live) return;
+    this.queueDepth.reset();
+    this.inFlight.reset();
+    for (const u of this.live.upstreams()) {
+      this.queueDepth.set({ upstream: u.name }, u.queued);
+      this.inFlight.set({ upstream: u.name }, u.inFlight);
+    }
   }
 
   /** Counts requests to a remote store (Redis), read from the store when scraped. */

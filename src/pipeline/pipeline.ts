@@ -1,6 +1,6 @@
 // The path of one tool call, written down once, in order. Each stage says in its own header why it stands where it
 // does; the short reasons are repeated here so the order can be read in one place.
-import { errorResult, toBusError } from '../errors.js';
+import { BusError, errorResult, toBusError } from '../errors.js';
 import type { RecentEvents } from '../observe/recent.js';
 import { compose, type Stage } from './compose.js';
 import type { CallContext, ToolResult } from './context.js';
@@ -19,7 +19,7 @@ export function pipelineStages(services: PipelineServices): Stage[] {
     authenticate(services), // before anything: an unknown or revoked caller learns nothing
     resolveTool(services), //  name → tool and its policy; everything after depends on the policy
     authorize(), //            the agent's allow-list, before any work is done on its behalf
-    validate(), //             before idempotency: a malformed call never claims a key, so the fixed retry may reuse it
+    validate(services), //             before idempotency: a malformed call never claims a key, so the fixed retry may reuse it
     idempotency(services), //  before lease and rate: a replay holds no lease, spends no token, touches no upstream
     lease(services), //        before rate: tokens are spent only by calls that can go at once
     rateLimit(services), //    the upstream's cap, shared fairly between agents
@@ -46,16 +46,24 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
   return {
     inFlight,
     async run(ctx) {
-      inFlight.set(ctx.owner, { agent: ctx.agent.id, tool: ctx.toolName, startedAt: ctx.startedAt });
+      // Names are capped before they are kept anywhere: a hostile 3 MB name is not_found and stored as its prefix.
+      const shownName = ctx.toolName.length > 128 ? `${ctx.toolName.slice(0, 128)}…` : ctx.toolName;
+      inFlight.set(ctx.owner, { agent: ctx.agent.id, tool: shownName, startedAt: ctx.startedAt });
       let result: ToolResult;
       let code: string | undefined;
       try {
         result = await pipeline(ctx);
         if (ctx.outcome === 'pending') ctx.outcome = result.isError === true ? 'upstream_error' : 'ok';
       } catch (thrown) {
-        const err = toBusError(thrown);
+        // An agent that cancelled (or went away) while its call waited gets a cancellation, not a bug report.
+        const err =
+          !(thrown instanceof BusError) && ctx.signal.aborted
+            ? new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
+                retryable: !ctx.dispatched,
+              })
+            : toBusError(thrown);
         if (err.category === 'internal')
-          services.logger.error({ err: thrown, tool: ctx.toolName }, 'internal error in a call');
+          services.logger.error({ err: thrown, tool: ctx.toolName.slice(0, 128) }, 'internal error in a call');
         ctx.outcome = err.category;
         code = err.code;
         result = errorResult(err);
@@ -67,7 +75,7 @@ export function createCallRunner(services: PipelineServices, recent: RecentEvent
         recent.push({
           at: Date.now(),
           agent: ctx.agent.id,
-          tool: ctx.toolName,
+          tool: shownName,
           outcome: ctx.outcome,
           ...(code ? { code } : {}),
           durationMs,

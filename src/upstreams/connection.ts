@@ -1,14 +1,28 @@
 // One shared, supervised connection per upstream MCP server (a stdio child process or a Streamable HTTP URL).
-// The SDK's client transports move the bytes (process spawning and framing; HTTP, SSE and sessions); on top sits a
-// thin JSON-RPC correlation layer, because the bus passes results through as they are and the SDK Client's per-call
-// schema validation would cost a core on the hot path. A connection restarts with backoff when it fails, and rotates
+// The bytes move over stdio-link.ts (our own, so one oversized message fails one call, not the process) or the SDK's
+// Streamable HTTP client transport; on top sits a thin JSON-RPC correlation layer, because the bus passes results
+// through as they are and the SDK Client's per-call schema validation would cost a core on the hot path. A connection
+// restarts with backoff when it fails (the backoff resets only once a connection has stayed up), and rotates
 // credentials blue/green: the new generation takes new calls once ready, the old one drains, then closes.
+//
+// What a failure means for a request is decided here, because only here is it known whether its bytes were written:
+// a request refused before sending is UpstreamUnavailable (nothing was done); a request already written when the
+// connection then fails, for any reason, is UpstreamLost (its outcome is unknown), whatever happened to the others.
 import { EventEmitter } from 'node:events';
 import { LATEST_PROTOCOL_VERSION, SdkHttpError, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
-import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio';
+import { getDefaultEnvironment } from '@modelcontextprotocol/client/stdio';
 import type { Logger } from 'pino';
 import { type HttpUpstreamConfig, isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
-import { parseRetryAfter, UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable } from './errors.js';
+import {
+  parseRetryAfter,
+  UpstreamLocalError,
+  UpstreamLost,
+  UpstreamRateLimited,
+  UpstreamResultTooLarge,
+  UpstreamRpcError,
+  UpstreamUnavailable,
+} from './errors.js';
+import { LocalSendError, StdioLink } from './stdio-link.js';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
 
@@ -43,6 +57,20 @@ interface Pending {
 const VERSION = '0.1.0';
 /** Safety net for a request whose answer never comes and whose caller set no deadline. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 10 * 60_000;
+/** A connection must stay up this long before a later failure restarts the backoff from its first step. */
+const STABLE_AFTER_MS = 10_000;
+
+/** The JSON-RPC ids in a request body the HTTP transport sent (read only when its response was too large). */
+function idsInBody(body: unknown): number[] {
+  if (typeof body !== 'string') return [];
+  try {
+    const parsed = JSON.parse(body) as unknown;
+    const list = Array.isArray(parsed) ? parsed : [parsed];
+    return list.map((m) => (m as { id?: unknown } | null)?.id).filter((id): id is number => typeof id === 'number');
+  } catch {
+    return [];
+  }
+}
 
 /** One transport and its in-flight requests: the unit that is started, drained and closed. */
 class Generation {
@@ -56,7 +84,7 @@ class Generation {
   protocolVersion: string | undefined;
   /** Retry-After of the last 429 seen by this generation's fetch (HTTP only). */
   lastRetryAfterMs = 1000;
-  readonly transport: StdioClientTransport | StreamableHTTPClientTransport;
+  readonly transport: StdioLink | StreamableHTTPClientTransport;
   onClosed: ((gen: Generation) => void) | undefined;
   onNotification: ((method: string, params: Record<string, unknown> | undefined) => void) | undefined;
 
@@ -65,31 +93,33 @@ class Generation {
     /** Mutable for HTTP upstreams only: a rotated header applies to the next request. */
     public cfg: UpstreamConfig,
     private readonly logger: Logger | undefined,
+    private readonly maxMessageBytes: number,
   ) {
     if (isStdioUpstream(cfg)) {
-      const transport = new StdioClientTransport({
+      const transport = new StdioLink({
         command: cfg.command,
         args: cfg.args,
         env: { ...getDefaultEnvironment(), ...cfg.env },
         ...(cfg.cwd ? { cwd: cfg.cwd } : {}),
-        stderr: 'pipe',
+        maxMessageBytes,
       });
-      transport.stderr?.on('data', (chunk: Buffer) =>
+      transport.stderr.on('data', (chunk: Buffer) =>
         this.logger?.debug({ stderr: chunk.toString('utf8').trimEnd() }, 'upstream stderr'),
       );
+      transport.onoversized = (id, bytes) => this.oversized(id === undefined ? [] : [id], bytes);
       this.transport = transport;
     } else {
       this.transport = new StreamableHTTPClientTransport(new URL(cfg.url), {
         fetch: (url, init) => this.fetchWithHeaders(url, init),
       });
     }
-    this.transport.onmessage = (msg) => this.receive(msg as JsonRpc);
-    this.transport.onclose = () => this.fail(new UpstreamLost(this.name, 'connection closed'));
+    this.transport.onmessage = (msg: unknown) => this.receive(msg as JsonRpc);
+    this.transport.onclose = () => this.fail('connection closed');
     this.transport.onerror = (err) => this.logger?.debug({ err: err.message }, 'upstream transport error');
   }
 
   get pid(): number | undefined {
-    return this.transport instanceof StdioClientTransport ? (this.transport.pid ?? undefined) : undefined;
+    return this.transport instanceof StdioLink ? this.transport.pid : undefined;
   }
 
   get inFlight(): number {
@@ -101,7 +131,44 @@ class Generation {
     for (const [k, v] of Object.entries((this.cfg as HttpUpstreamConfig).headers)) headers.set(k, v);
     const res = await fetch(url, { ...init, headers });
     if (res.status === 429) this.lastRetryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
-    return res;
+    return this.capped(res, init?.body);
+  }
+
+  /**
+   * A response body that may not grow past the message cap: when it does, the requests of that POST fail alone with
+   * UpstreamResultTooLarge (the upstream did answer), and the stream is cut. The long-lived GET stream is not capped.
+   */
+  private capped(res: Response, sentBody: unknown): Response {
+    if (!res.body || sentBody === undefined) return res;
+    const limit = this.maxMessageBytes;
+    const declared = Number(res.headers.get('content-length') ?? Number.NaN);
+    let seen = 0;
+    const overflow = (bytes: number) => this.oversized(idsInBody(sentBody), bytes);
+    if (declared > limit) {
+      void res.body.cancel().catch(() => {});
+      overflow(declared);
+      return new Response(null, { status: 502, statusText: 'result too large' });
+    }
+    const counted = res.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          seen += chunk.byteLength;
+          if (seen > limit) {
+            overflow(seen);
+            controller.error(new Error('result too large'));
+            return;
+          }
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(counted, { status: res.status, statusText: res.statusText, headers: res.headers });
+  }
+
+  /** The answers to these requests were larger than the cap: each fails alone; the connection stays. */
+  private oversized(ids: number[], bytes: number): void {
+    this.logger?.warn({ bytes, limit: this.maxMessageBytes }, 'upstream message over the size cap dropped');
+    for (const id of ids) this.settle(id)?.reject(new UpstreamResultTooLarge(this.name, this.maxMessageBytes));
   }
 
   async start(timeoutMs: number): Promise<void> {
@@ -161,30 +228,46 @@ class Generation {
       this.pending.set(id, entry);
       if (progressToken) this.byToken.set(progressToken, entry);
       opts.onSent?.();
-      this.transport.send(message as never).catch((err: unknown) => this.settle(id)?.reject(this.sendFailure(err)));
+      this.transport.send(message as never).catch((err: unknown) => this.sendFailed(id, err));
     });
   }
 
-  private sendFailure(err: unknown): Error {
+  /**
+   * The send of request `id` failed. The request itself gets what its own failure means; when the failure says the
+   * connection is gone (session expired, nothing listening), the generation fails and every other request in flight
+   * becomes UpstreamLost: they were written, so their outcome is unknown.
+   */
+  private sendFailed(id: number, err: unknown): void {
+    const { own, connectionGone } = this.classify(err);
+    this.settle(id)?.reject(own);
+    if (connectionGone) this.fail(connectionGone);
+  }
+
+  private classify(err: unknown): { own: Error; connectionGone?: string } {
+    if (err instanceof LocalSendError) return { own: new UpstreamLocalError(this.name, err.message) };
     if (err instanceof SdkHttpError) {
       const status = err.status;
-      if (status === 429) return new UpstreamRateLimited(this.name, this.lastRetryAfterMs);
-      // The server refused before doing anything: not found (session gone), unavailable, auth.
-      if (status === 404 || status === 503 || status === 401 || status === 403) {
-        if (status === 404) this.fail(new UpstreamUnavailable(this.name, 200, 'session expired'));
-        return new UpstreamUnavailable(this.name, 1000, `HTTP ${status}`);
-      }
-      return new UpstreamLost(this.name, `HTTP ${status}`);
+      if (status === 429) return { own: new UpstreamRateLimited(this.name, this.lastRetryAfterMs) };
+      // The server refused before doing anything: unavailable, or not authorized. A 401 is safe to resend.
+      if (status === 503 || status === 401 || status === 403)
+        return { own: new UpstreamUnavailable(this.name, 1000, `HTTP ${status}`) };
+      // Session gone: this request was written and refused, but a proxy in front may have done otherwise; it counts
+      // as sent (DESIGN.md section 16), and the connection must start a new session.
+      if (status === 404)
+        return { own: new UpstreamLost(this.name, 'HTTP 404, session gone'), connectionGone: 'HTTP 404' };
+      return { own: new UpstreamLost(this.name, `HTTP ${status}`) };
     }
     const cause = (err as { cause?: { code?: string } } | undefined)?.cause;
     if (cause?.code === 'ECONNREFUSED' || cause?.code === 'ENOTFOUND') {
-      this.fail(new UpstreamUnavailable(this.name, 500, 'connection refused'));
-      return new UpstreamUnavailable(this.name, 500, 'connection refused');
+      // Nothing accepted the connection, so this request's bytes were never written.
+      return {
+        own: new UpstreamUnavailable(this.name, 500, 'connection refused'),
+        connectionGone: 'connection refused',
+      };
     }
-    if (this.transport instanceof StdioClientTransport && !this.transport.pid) {
-      return new UpstreamUnavailable(this.name, 500, 'process not running');
-    }
-    return new UpstreamLost(this.name, 'send failed');
+    if (this.transport instanceof StdioLink && this.transport.pid === undefined)
+      return { own: new UpstreamUnavailable(this.name, 500, 'process not running') };
+    return { own: new UpstreamLost(this.name, 'send failed') };
   }
 
   private async cancel(id: number, reason: string): Promise<void> {
@@ -236,12 +319,13 @@ class Generation {
     if (msg.method) this.onNotification?.(msg.method, msg.params);
   }
 
-  /** Rejects everything in flight (it was sent: outcome lost) and reports the generation closed. */
-  fail(err: Error): void {
+  /** Rejects everything in flight as lost (it was written: its outcome is unknown) and reports the generation closed. */
+  fail(reason: string): void {
     if (this.closed) return;
     this.closed = true;
     this.ready = false;
-    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
+    const lost = new UpstreamLost(this.name, reason);
+    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(lost);
     this.onClosed?.(this);
     void this.transport.close().catch(() => {});
   }
@@ -256,7 +340,7 @@ class Generation {
         clearTimeout(timer);
         this.drainResolve = undefined;
         this.onClosed = undefined;
-        this.fail(new UpstreamLost(this.name, 'connection drained'));
+        this.fail('connection drained');
         resolve();
       };
       const timer = setTimeout(finish, graceMs);
@@ -277,6 +361,7 @@ export class UpstreamConnection extends EventEmitter {
   private restarts = 0;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private stableTimer: NodeJS.Timeout | undefined;
   private nextAttemptAt = 0;
   private stopped = false;
   private connecting: Promise<void> | undefined;
@@ -284,7 +369,7 @@ export class UpstreamConnection extends EventEmitter {
   constructor(
     readonly name: string,
     private cfg: UpstreamConfig,
-    private readonly opts: { logger?: Logger } = {},
+    private readonly opts: { logger?: Logger; maxMessageBytes?: number } = {},
   ) {
     super();
   }
@@ -331,23 +416,40 @@ export class UpstreamConnection extends EventEmitter {
     try {
       await gen.start(this.cfg.connectTimeoutMs);
       if (this.stopped) {
-        gen.fail(new UpstreamUnavailable(this.name, 0, 'closed'));
+        gen.fail('closed');
         return;
       }
       this.current = gen;
-      this.attempt = 0;
+      this.markStableLater(gen);
       this.setState('ready');
       this.opts.logger?.info({ pid: gen.pid }, 'upstream connected');
     } catch (err) {
       gen.onClosed = undefined;
-      gen.fail(new UpstreamUnavailable(this.name, 0, 'start failed'));
+      gen.fail('start failed');
       this.opts.logger?.warn({ err: (err as Error).message }, 'upstream connection failed');
       this.scheduleRestart();
     }
   }
 
+  /**
+   * The backoff starts over only once a connection has stayed up for a while: an upstream that crashes right after
+   * its handshake keeps backing off instead of restarting every few hundred milliseconds forever.
+   */
+  private markStableLater(gen: Generation): void {
+    clearTimeout(this.stableTimer);
+    this.stableTimer = setTimeout(() => {
+      if (this.current === gen && gen.ready) this.attempt = 0;
+    }, STABLE_AFTER_MS);
+    this.stableTimer.unref();
+  }
+
+  /** When a call refused now might succeed: the next restart attempt, or soon. */
+  retryInMs(): number {
+    return Math.max(100, this.nextAttemptAt - Date.now());
+  }
+
   private spawn(cfg: UpstreamConfig): Generation {
-    const gen = new Generation(this.name, cfg, this.opts.logger);
+    const gen = new Generation(this.name, cfg, this.opts.logger, this.opts.maxMessageBytes ?? 16 * 1024 * 1024);
     gen.onNotification = (method, params) => this.emit('notification', method, params);
     gen.onClosed = (g) => {
       if (g !== this.current) return;
@@ -400,9 +502,8 @@ export class UpstreamConnection extends EventEmitter {
   ): Promise<Record<string, unknown>> {
     const gen = this.current;
     if (!gen?.ready || this._state !== 'ready') {
-      const wait = Math.max(100, this.nextAttemptAt - Date.now());
       return Promise.reject(
-        new UpstreamUnavailable(this.name, wait, this._state === 'closed' ? 'closed' : 'restarting'),
+        new UpstreamUnavailable(this.name, this.retryInMs(), this._state === 'closed' ? 'closed' : 'restarting'),
       );
     }
     return gen.request(method, params, opts);
@@ -428,12 +529,12 @@ export class UpstreamConnection extends EventEmitter {
       await gen.start(cfg.connectTimeoutMs);
     } catch (err) {
       gen.onClosed = undefined;
-      gen.fail(new UpstreamUnavailable(this.name, 0, 'start failed'));
+      gen.fail('start failed');
       throw new Error(`the new ${this.name} connection did not start (${(err as Error).message}); keeping the old one`);
     }
     this.cfg = cfg;
     this.current = gen;
-    this.attempt = 0;
+    this.markStableLater(gen);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     this.setState('ready');
@@ -455,13 +556,14 @@ export class UpstreamConnection extends EventEmitter {
   async close(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.stableTimer);
     this.retryTimer = undefined;
     const gens = [this.current, ...this.draining].filter((g): g is Generation => g !== undefined);
     this.current = undefined;
     this.draining.clear();
     for (const g of gens) {
       g.onClosed = undefined;
-      g.fail(new UpstreamLost(this.name, 'bus shutting down'));
+      g.fail('bus shutting down');
     }
     await Promise.all(gens.map((g) => g.transport.close().catch(() => {})));
     this.setState('closed');

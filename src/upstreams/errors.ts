@@ -55,3 +55,25 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   const at = Date.parse(value);
   return Number.isNaN(at) ? 1000 : Math.max(0, at - now);
 }
+
+/** The request could not be serialized here: nothing was sent, and it says nothing about the upstream's health. */
+export class UpstreamLocalError extends Error {
+  constructor(
+    readonly upstream: string,
+    reason: string,
+  ) {
+    super(`request to upstream ${upstream} not sent: ${reason}`);
+    this.name = 'UpstreamLocalError';
+  }
+}
+
+/** The upstream answered, but its message was larger than the cap: that call fails alone, the connection stays. */
+export class UpstreamResultTooLarge extends Error {
+  constructor(
+    readonly upstream: string,
+    readonly limit: number,
+  ) {
+    super(`upstream ${upstream} answered with a message larger than ${limit} bytes`);
+    this.name = 'UpstreamResultTooLarge';
+  }
+}

@@ -2,7 +2,14 @@
 // extend it up to a hard cap), relays cancellation and progress, feeds the circuit breaker, and turns every upstream
 // failure into a category of the error table. Nothing here re-runs the stages before it.
 import { BusError, errorResult } from '../../errors.js';
-import { UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable } from '../../upstreams/errors.js';
+import {
+  UpstreamLocalError,
+  UpstreamLost,
+  UpstreamRateLimited,
+  UpstreamResultTooLarge,
+  UpstreamRpcError,
+  UpstreamUnavailable,
+} from '../../upstreams/errors.js';
 import type { Stage } from '../compose.js';
 import type { CallContext, ToolResult } from '../context.js';
 import type { PipelineServices } from '../services.js';
@@ -108,6 +115,17 @@ export function forward(services: PipelineServices): Stage {
           new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`),
         );
       }
+      if (err instanceof UpstreamResultTooLarge && !ctx.timedOut && !ctx.signal.aborted) {
+        // The upstream did answer (a write did happen): the answer is recorded, but it is too large to pass on.
+        runtime.breaker.success();
+        return errorResult(
+          new BusError(
+            'upstream_error',
+            'result_too_large',
+            `${tool.name} answered with more than ${err.limit} bytes, which the bus does not pass on (limits.maxUpstreamMessageBytes).`,
+          ),
+        );
+      }
       throw mapFailure(err, ctx, services);
     } finally {
       clearTimeout(timer);
@@ -137,6 +155,11 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
     return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
       retryable: !isWrite || !ctx.dispatched,
     });
+  }
+  if (err instanceof UpstreamLocalError) {
+    // Nothing was written and the upstream did nothing wrong: the breaker does not hear of it.
+    ctx.dispatched = false;
+    return new BusError('internal', 'request_not_serializable', 'The call could not be encoded for the upstream.');
   }
   if (err instanceof UpstreamUnavailable) {
     // While the connection is restarting, supervision already fails calls fast: only failures of a connection that

@@ -1,14 +1,21 @@
 // Stage 4. Arguments against the tightened schema (Ajv), and the idempotency key against its rule. It stands before
 // idempotency so a malformed call never claims a key: the corrected retry may reuse it (nothing is stored for a
-// request that failed validation).
+// request that failed validation). The arguments' shape (depth, size, finite numbers) is checked first, in one
+// linear pass, so Ajv never walks a hostile structure and nothing JSON cannot carry is ever forwarded.
+import { argumentProblem } from '../../agents/request-shape.js';
 import { KEY_META, KEY_PATTERN, KEY_PROPERTY } from '../../catalog/catalog.js';
 import { describeErrors } from '../../catalog/schema-tools.js';
 import { BusError } from '../../errors.js';
 import type { Stage } from '../compose.js';
+import type { PipelineServices } from '../services.js';
 
-export function validate(): Stage {
+export function validate(services: PipelineServices): Stage {
   return function validateStage(ctx, next) {
     const tool = ctx.tool!;
+    const { maxArgumentDepth, maxArgumentBytes } = services.config().limits;
+    const shape = argumentProblem(ctx.args, { maxDepth: maxArgumentDepth, maxBytes: maxArgumentBytes });
+    if (shape !== null)
+      throw new BusError('validation', 'invalid_arguments', `Arguments of ${tool.name} cannot be used: ${shape}`);
     const problems: string[] = [];
     let args = ctx.args;
     let key: unknown;
@@ -26,7 +33,19 @@ export function validate(): Stage {
         problems.push(`${KEY_PROPERTY}: must be 8-255 characters of A-Z a-z 0-9 . _ : - (rule: pattern)`);
       }
     }
-    if (!tool.validate(args)) problems.push(...describeErrors(tool.validate.errors));
+    let valid: boolean;
+    try {
+      valid = tool.validate(args) as boolean;
+    } catch (err) {
+      // A schema that cannot be evaluated (one that recurses forever) is the upstream's fault, not the agent's.
+      services.logger.warn({ tool: tool.name, err: (err as Error).message }, 'input schema could not be evaluated');
+      throw new BusError(
+        'upstream_error',
+        'schema_unusable',
+        `The input schema of ${tool.name} cannot be evaluated, so the call is refused; the operator should fix or override it.`,
+      );
+    }
+    if (!valid) problems.push(...describeErrors(tool.validate.errors));
     if (problems.length > 0) {
       throw new BusError(
         'validation',
