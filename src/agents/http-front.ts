@@ -81,11 +81,22 @@ export class HttpFront {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
     this.sessions = new SessionTable({ maxPerAgent: opts.limits.maxSessionsPerAgent, idleMs: opts.sessionIdleMs });
     this.server = createServer(
-      { keepAliveTimeout: 65_000, headersTimeout: opts.limits.headersTimeoutMs, requestTimeout: 60_000 },
+      {
+        keepAliveTimeout: 65_000,
+        headersTimeout: opts.limits.headersTimeoutMs,
+        requestTimeout: 60_000,
+        // How often Node checks those timeouts (default 30 s): half-open connections go within about a second.
+        connectionsCheckingInterval: Math.min(1000, opts.limits.headersTimeoutMs),
+      },
       (req, res) => this.route(req, res),
     );
     // Half-open and idle connections count against this; beyond it new connections are dropped by the kernel side.
     this.server.maxConnections = opts.limits.maxConnections;
+    // A connection that sends nothing is dropped after headersTimeoutMs (Node's own header timeout starts only with
+    // the first byte); the first request clears the timer, and keep-alive idleness is Node's keepAliveTimeout.
+    this.server.on('connection', (socket: Socket) => {
+      socket.setTimeout(opts.limits.headersTimeoutMs, () => socket.destroy());
+    });
     this.server.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
       else socket.destroy();
@@ -134,6 +145,7 @@ export class HttpFront {
 
   /** The request boundary: whatever a handler throws or rejects with ends this request alone. */
   private route(req: IncomingMessage, res: ServerResponse): void {
+    req.socket.setTimeout(0);
     const fail = (err: unknown) => {
       this.opts.logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed at the boundary');
       if (!res.headersSent) this.sendJson(res, 500, rpcError(null, -32603, 'Internal error'), { connection: 'close' });

@@ -9,6 +9,7 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const CLI = join(ROOT, 'dist/src/cli/main.js');
 export const TICKETS_SERVER = join(ROOT, 'dist/examples/tickets/server.js');
 export const LAB_SERVER = join(ROOT, 'dist/test/fixtures/lab-server.js');
+export const HOSTILE_SERVER = join(ROOT, 'dist/test/fixtures/hostile-server.js');
 
 export function tempDir(prefix = 'toolbus-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
