@@ -18,17 +18,17 @@ const applyFormats: FormatPlugin = typeof formatsExport === 'function' ? formats
 /** Every pattern RE2 refused so far (Ajv compiles each distinct pattern once per engine, so this is remembered). */
 const unsupportedPatterns = new Set<string>();
 
-const MATCH_ANYTHING = { test: () => true };
-
-function re2Engine(pattern: string): { test: (s: string) => boolean } {
+// Ajv keys its cache of compiled patterns by the engine object's toString(): it must name the pattern.
+function re2Engine(pattern: string): { test: (s: string) => boolean; toString: () => string } {
+  const toString = () => `re2:${pattern}`;
   let re: RE2JS;
   try {
     re = RE2JS.compile(RE2JS.translateRegExp(pattern));
   } catch {
     unsupportedPatterns.add(pattern);
-    return MATCH_ANYTHING;
+    return { test: () => true, toString };
   }
-  return { test: (s) => re.matcher(s).find() };
+  return { test: (s) => re.matcher(s).find(), toString };
 }
 re2Engine.code = 're2js';
 

@@ -140,9 +140,10 @@ export class StdioLink {
     } catch (err) {
       return Promise.reject(new LocalSendError(err));
     }
-    return new Promise((resolve) => {
-      if (stdin.write(text)) resolve();
-      else stdin.once('drain', resolve);
+    // The write callback fires once the bytes are handed to the OS, or with the error (EPIPE when the process died):
+    // a send never hangs on a 'drain' that will not come.
+    return new Promise((resolve, reject) => {
+      stdin.write(text, (err) => (err ? reject(err) : resolve()));
     });
   }
 
