@@ -5,6 +5,7 @@ import { type FSWatcher, watch } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { AgentTable } from './agents/agent-table.js';
+import { Authenticator } from './agents/authenticator.js';
 import { HttpFront } from './agents/http-front.js';
 import type { RpcDeps } from './agents/rpc.js';
 import { type DirectoryUpstream, UpstreamDirectory } from './agents/upstream-directory.js';
@@ -62,6 +63,7 @@ export class Bus {
   readonly recent = new RecentEvents();
   readonly catalog = new Catalog();
   readonly agents: AgentTable;
+  private readonly auth: Authenticator;
   readonly replicaId = randomBytes(6).toString('hex');
   private store!: StateStore;
   private readonly runtimes = new Map<string, UpstreamRuntime>();
@@ -85,6 +87,7 @@ export class Bus {
     this.loaded = loaded;
     this.logger = createLogger(loaded.config.logging.level, () => this.loaded.secrets, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
+    this.auth = new Authenticator(this.agents, loaded.config.auth);
   }
 
   get config(): Config {
@@ -103,7 +106,7 @@ export class Bus {
       catalog: this.catalog,
       store: this.store,
       upstream: (name) => this.runtimes.get(name),
-      isAgentActive: (id) => this.agents.has(id),
+      isAgentActive: (id) => this.auth.isActive(id),
       storeHealthy: () => this.storeOk,
       metrics: this.metrics,
       logger: this.logger,
@@ -139,7 +142,7 @@ export class Bus {
       allowedOrigins: cfg.server.allowedOrigins,
       maxBodyBytes: cfg.server.maxBodyBytes,
       sessionIdleMs: cfg.server.sessionIdleMs,
-      agents: this.agents,
+      auth: this.auth,
       deps,
       logger: this.logger,
       extraRoutes: (req, res, path) => this.extraRoutes(req, res, path),
@@ -148,6 +151,8 @@ export class Bus {
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.runtimes.keys()].map((name) => this.refreshTools(name)));
     this.address = await this.front.listen();
+    const shownHost = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
+    this.auth.setListenUrl(`http://${shownHost}:${this.address.port}/mcp`);
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
@@ -357,6 +362,7 @@ export class Bus {
     const prev = this.loaded;
     this.loaded = next;
     this.agents.replace(next.config.agents);
+    this.auth.replace(next.config.auth);
     this.toolLists.clear();
     for (const [name, ucfg] of Object.entries(next.config.upstreams)) {
       const runtime = this.runtimes.get(name);

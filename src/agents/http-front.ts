@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { AgentIdentity } from '../pipeline/context.js';
-import type { AgentTable } from './agent-table.js';
+import { type AuthOutcome, isFailure } from './auth-outcome.js';
+import type { Authenticator } from './authenticator.js';
 import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './hosts.js';
 import {
   type CallEnv,
@@ -48,7 +49,7 @@ export interface HttpFrontOptions {
   allowedOrigins: readonly string[];
   maxBodyBytes: number;
   sessionIdleMs: number;
-  agents: AgentTable;
+  auth: Authenticator;
   deps: RpcDeps;
   logger: Logger;
   /** Other routes (health, metrics, dashboard); returns false when it did not handle the request. */
@@ -160,25 +161,26 @@ export class HttpFront {
     const path = q === -1 ? url : url.slice(0, q);
     if (path === '/mcp') {
       if (!this.guardOrigin(req, res)) return;
-      const agent = this.opts.agents.authenticate(req.headers.authorization);
-      if (!agent) {
-        // Nothing else is revealed to an unknown caller: no tool list, no hint of which agents exist.
-        res.writeHead(401, { 'www-authenticate': 'Bearer realm="toolbus"', 'content-length': 0 });
-        res.end();
-        return;
-      }
-      if (req.method === 'POST') return void this.post(req, res, agent);
-      if (req.method === 'GET') {
-        this.openStream(req, res, agent);
-        return;
-      }
-      if (req.method === 'DELETE') {
-        this.deleteSession(req, res, agent);
-        return;
-      }
-      res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
-      res.end();
+      // Static tokens answer synchronously; only a JWT costs a promise.
+      const outcome = this.opts.auth.authenticate(req.headers.authorization);
+      if (outcome instanceof Promise) {
+        outcome.then(
+          (o) => this.serveMcp(req, res, o),
+          (err: unknown) => {
+            this.opts.logger.error({ err }, 'authentication failed');
+            if (!res.headersSent) sendJson(res, 500, rpcError(null, -32603, 'Internal error'));
+          },
+        );
+      } else this.serveMcp(req, res, outcome);
       return;
+    }
+    if (path.startsWith('/.well-known/oauth-protected-resource')) {
+      if (!this.guardOrigin(req, res)) return;
+      const metadata = this.opts.auth.metadataFor(path);
+      if (metadata) {
+        sendJson(res, 200, metadata, { 'access-control-allow-origin': '*' });
+        return;
+      }
     }
     if (path.startsWith('/api/') || path === '/') {
       if (!this.guardOrigin(req, res)) return;
@@ -186,6 +188,28 @@ export class HttpFront {
     if (this.opts.extraRoutes(req, res, path)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found');
+  }
+
+  private serveMcp(req: IncomingMessage, res: ServerResponse, outcome: AuthOutcome): void {
+    if (isFailure(outcome)) {
+      // The caller learns why its token failed and where to log in, and nothing else: no tool list, no hint of
+      // which agents exist.
+      const { header, body } = this.opts.auth.challenge(outcome);
+      sendJson(res, 401, body, { 'www-authenticate': header });
+      return;
+    }
+    const agent = outcome;
+    if (req.method === 'POST') return void this.post(req, res, agent);
+    if (req.method === 'GET') {
+      this.openStream(req, res, agent);
+      return;
+    }
+    if (req.method === 'DELETE') {
+      this.deleteSession(req, res, agent);
+      return;
+    }
+    res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
+    res.end();
   }
 
   private sessionFor(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): Session | null | undefined {
@@ -213,7 +237,11 @@ export class HttpFront {
     res.write(': stream open\n\n');
     s.streams.add(res);
     const ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
+    // The stream lives no longer than the token that opened it; the client reopens it with a fresh one.
+    const left = agent.expiresAt === undefined ? Number.POSITIVE_INFINITY : agent.expiresAt - Date.now();
+    const expiry = left < 2 ** 31 - 1 ? setTimeout(() => res.end(), Math.max(0, left)).unref() : undefined;
     res.on('close', () => {
+      clearTimeout(expiry);
       clearInterval(ping);
       s.streams.delete(res);
     });

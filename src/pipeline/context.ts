@@ -11,6 +11,8 @@ export interface AgentIdentity {
   readonly weight: number;
   /** The allow-list, compiled. */
   readonly allows: (toolName: string) => boolean;
+  /** When the credential that proved this identity expires (ms since epoch); absent for non-expiring tokens. */
+  readonly expiresAt?: number;
 }
 
 export interface CallContext {

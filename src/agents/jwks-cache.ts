@@ -1,0 +1,91 @@
+// The issuer's signing keys, fetched and cached by toolbus itself rather than by jose's createRemoteJWKSet, because
+// the contract here is stricter: the set is kept no longer than the provider's `Cache-Control: max-age` (so a key the
+// provider drops stops working within seconds), and a token with an unknown `kid` refetches the set at once, but at
+// most once per cooldown (so a stream of forged kids cannot turn toolbus into a load generator against the IdP).
+import { type CryptoKey, createLocalJWKSet, errors, type JSONWebKeySet, type JWSHeaderParameters } from 'jose';
+
+export interface JwksCacheOptions {
+  /** Where the key set lives; resolved lazily (discovery) the first time it is needed. */
+  uri: () => Promise<URL>;
+  cooldownMs: number;
+  /** Used when the response has no max-age, and as a cap on max-age. */
+  maxAgeMs: number;
+  now?: () => number;
+  fetchTimeoutMs?: number;
+}
+
+/** The IdP could not be asked for its keys, or answered with something that is not a key set. */
+export class KeysUnavailable extends Error {}
+
+/** `Cache-Control` → how long the response may be reused, in ms; undefined when it says nothing about it. */
+export function freshnessMs(cacheControl: string | null): number | undefined {
+  if (!cacheControl) return undefined;
+  const directives = cacheControl
+    .toLowerCase()
+    .split(',')
+    .map((d) => d.trim());
+  if (directives.includes('no-store') || directives.includes('no-cache')) return 0;
+  for (const d of directives) {
+    const m = /^(?:s-)?max-age\s*=\s*"?(\d+)"?$/.exec(d);
+    if (m) return Number(m[1]) * 1000;
+  }
+  return undefined;
+}
+
+export class JwksCache {
+  private local: ReturnType<typeof createLocalJWKSet> | undefined;
+  private expiresAt = 0;
+  private lastFetchAt = Number.NEGATIVE_INFINITY;
+  private inflight: Promise<void> | undefined;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: JwksCacheOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** A key resolver for jose's jwtVerify. */
+  readonly key = async (header: JWSHeaderParameters): Promise<CryptoKey> => {
+    if (!this.local || this.now() >= this.expiresAt) await this.refresh();
+    try {
+      return await this.local!(header);
+    } catch (err) {
+      // An unknown kid may be a key the provider has just rotated in: look again, unless we looked moments ago.
+      if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
+      if (this.now() - this.lastFetchAt < this.opts.cooldownMs) throw err;
+      await this.refresh();
+      return await this.local!(header);
+    }
+  };
+
+  /** One fetch at a time; concurrent verifications wait for the same one. */
+  private refresh(): Promise<void> {
+    this.inflight ??= this.fetchSet().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  private async fetchSet(): Promise<void> {
+    this.lastFetchAt = this.now();
+    let body: unknown;
+    let maxAge: number | undefined;
+    try {
+      const res = await fetch(await this.opts.uri(), {
+        headers: { accept: 'application/json' },
+        redirect: 'error',
+        signal: AbortSignal.timeout(this.opts.fetchTimeoutMs ?? 5_000),
+      });
+      if (!res.ok) throw new Error(`status ${res.status}`);
+      maxAge = freshnessMs(res.headers.get('cache-control'));
+      body = await res.json();
+    } catch (err) {
+      // A stale set is not kept past its lifetime: without keys, JWTs are refused until the provider answers.
+      if (this.now() >= this.expiresAt) this.local = undefined;
+      throw new KeysUnavailable(`cannot fetch the issuer's key set (${(err as Error).message})`);
+    }
+    const keys = (body as { keys?: unknown } | null)?.keys;
+    if (!Array.isArray(keys)) throw new KeysUnavailable('the key set has no "keys" array');
+    this.local = createLocalJWKSet(body as JSONWebKeySet);
+    this.expiresAt = this.lastFetchAt + Math.min(maxAge ?? this.opts.maxAgeMs, this.opts.maxAgeMs);
+  }
+}
