@@ -232,10 +232,11 @@ export class Bus {
   }
 
   private toolListFor(agent: AgentIdentity): { tools: Record<string, unknown>[] } {
-    let list = this.toolLists.get(agent.id);
+    const key = agent.policyKey ?? agent.id;
+    let list = this.toolLists.get(key);
     if (!list) {
       list = { tools: [...this.catalog.all()].filter((t) => agent.allows(t.name)).map((t) => t.definition) };
-      this.toolLists.set(agent.id, list);
+      this.toolLists.set(key, list);
     }
     return list;
   }

@@ -37,6 +37,7 @@ export class JwksCache {
   private expiresAt = 0;
   private lastFetchAt = Number.NEGATIVE_INFINITY;
   private inflight: Promise<void> | undefined;
+  private scheduled: Promise<void> | undefined;
   private readonly now: () => number;
 
   constructor(private readonly opts: JwksCacheOptions) {
@@ -51,11 +52,25 @@ export class JwksCache {
     } catch (err) {
       // An unknown kid may be a key the provider has just rotated in: look again, unless we looked moments ago.
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
-      if (this.now() - this.lastFetchAt < this.opts.cooldownMs) throw err;
-      await this.refresh();
+      await this.refreshForUnknownKid();
       return await this.local!(header);
     }
   };
+
+  /**
+   * Refetches for an unknown kid, but never sooner than `cooldownMs` after the previous fetch: a request that comes
+   * inside the cooldown waits for the one refetch due at its end (shared by every such request), so a key the
+   * provider has just published works within the cooldown, and a flood of forged kids costs one fetch per window.
+   */
+  private refreshForUnknownKid(): Promise<void> {
+    const wait = this.lastFetchAt + this.opts.cooldownMs - this.now();
+    if (wait <= 0) return this.refresh();
+    this.scheduled ??= new Promise<void>((resolve) => setTimeout(resolve, wait).unref()).then(() => {
+      this.scheduled = undefined;
+      return this.refresh();
+    });
+    return this.scheduled;
+  }
 
   /** One fetch at a time; concurrent verifications wait for the same one. */
   private refresh(): Promise<void> {

@@ -133,7 +133,8 @@ export class JwtVerifier {
         audience: signing.audience,
         algorithms: ['HS256'],
         requiredClaims: ['exp', 'sub'],
-        clockTolerance: 5,
+        // The exp toolbus wrote itself is meant exactly: a 1-minute token must not live 2 minutes.
+        clockTolerance: 0,
       }));
     } catch (err) {
       return failure(reasonOf(err));
@@ -179,7 +180,9 @@ export class JwtVerifier {
 
     const groupWeight = Math.max(0, ...groupPolicies.map((g) => g.weight ?? 0));
     const weight = policy?.weight ?? (groupWeight > 0 ? groupWeight : 1);
-    return { id, tenant, weight, allows, expiresAt: payload.exp! * 1000 };
+    // NUL cannot occur in a configured agent id, so these keys never collide with a static agent's cache entry.
+    const policyKey = `\u0000${JSON.stringify([configured, claimed ?? null])}`;
+    return { id, tenant, weight, allows, expiresAt: payload.exp! * 1000, policyKey };
   }
 
   private knownToPolicy(id: string, groups: readonly string[]): boolean {
