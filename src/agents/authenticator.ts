@@ -105,6 +105,7 @@ export class Authenticator {
       resource,
       authorization_servers: [this.auth.oidc!.issuer],
       bearer_methods_supported: ['header'],
+      ...(this.auth.oidc!.scopes ? { scopes_supported: this.auth.oidc!.scopes } : {}),
       resource_name: 'toolbus',
     };
   }

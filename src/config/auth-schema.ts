@@ -35,6 +35,8 @@ export const OidcSchema = z.strictObject({
       groups: z.string().min(1).optional(),
     })
     .default({ agent: 'sub' }),
+  /** Scopes published in the metadata (`scopes_supported`); MCP clients ask for these when they log in. */
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/)).optional(),
   defaultTenant: z.string().min(1).default('default'),
   /** Tools for a token whose agent is in neither `auth.agents` nor a configured group. */
   defaultTools: z.array(z.string().min(1)).default(['*']),
