@@ -87,7 +87,7 @@ export class Bus {
     this.loaded = loaded;
     this.logger = createLogger(loaded.config.logging.level, () => this.loaded.secrets, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
-    this.auth = new Authenticator(this.agents, loaded.config.auth);
+    this.auth = new Authenticator(this.agents, loaded.config.auth, this.logger);
   }
 
   get config(): Config {

@@ -1,10 +1,12 @@
 // Who is calling: static bearer tokens (the `agents:` list, checked synchronously: this is the hot path and gets no
 // promise) and, only when a token is shaped like a JWT and JWT auth is configured, an asynchronous JWT check.
 // Also owns toolbus's identity as an OAuth protected resource: its resource URL and its RFC 9728 metadata.
+import type { Logger } from 'pino';
 import { toolMatcher } from '../catalog/catalog.js';
 import type { AuthConfig } from '../config/auth-schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AgentTable } from './agent-table.js';
+import { LOOPBACK_HOSTS } from './hosts.js';
 import { type AuthOutcome, challenge } from './auth-outcome.js';
 import { JwtVerifier } from './oidc.js';
 
@@ -18,6 +20,7 @@ export class Authenticator {
   constructor(
     private readonly table: AgentTable,
     private auth: AuthConfig,
+    private readonly logger: Logger,
     private readonly now: () => number = Date.now,
   ) {
     this.verifier = this.build(auth);
@@ -26,12 +29,26 @@ export class Authenticator {
   /** Called once the listen address is known: the default resource URL is derived from it. */
   setListenUrl(url: string): void {
     this.listenUrl = url;
+    this.warnIfResourceGuessed();
+  }
+
+  private warnIfResourceGuessed(): void {
+    if (!this.auth.oidc || this.auth.oidc.audience || this.auth.resource) return;
+    if (LOOPBACK_HOSTS.has(new URL(this.listenUrl).hostname)) return;
+    // Clients reach a non-loopback bus through a name toolbus cannot know (DNS, a proxy): tokens minted for that
+    // name would all be refused as wrong_audience.
+    this.logger.warn(
+      { resource: this.resource },
+      'auth.oidc without auth.resource or auth.oidc.audience: set auth.resource to the public URL of /mcp',
+    );
   }
 
   /** A live config reload: the static table is replaced by its owner; this takes the new `auth:` section. */
   replace(auth: AuthConfig): void {
+    // Rebuilding drops the cached key set; keep the verifier (and its cache) when nothing it depends on changed.
+    const same = JSON.stringify(auth) === JSON.stringify(this.auth);
     this.auth = auth;
-    this.verifier = this.build(auth);
+    if (!same) this.verifier = this.build(auth);
   }
 
   private build(auth: AuthConfig): JwtVerifier {
@@ -42,6 +59,7 @@ export class Authenticator {
       auth,
       () => this.resource,
       (id) => this.configuredAgent(id),
+      (message) => this.logger.warn({ issuer: auth.oidc?.issuer, problem: message }, 'cannot fetch the issuer keys'),
     );
   }
 

@@ -12,6 +12,8 @@ export interface JwksCacheOptions {
   maxAgeMs: number;
   now?: () => number;
   fetchTimeoutMs?: number;
+  /** Told once per failed fetch (so at most once per cooldown): operators must hear that the IdP is unreachable. */
+  onFetchFailed?: (message: string) => void;
 }
 
 /** The IdP could not be asked for its keys, or answered with something that is not a key set. */
@@ -38,6 +40,7 @@ export class JwksCache {
   private lastFetchAt = Number.NEGATIVE_INFINITY;
   private inflight: Promise<void> | undefined;
   private scheduled: Promise<void> | undefined;
+  private failedAt = Number.NEGATIVE_INFINITY;
   private readonly now: () => number;
 
   constructor(private readonly opts: JwksCacheOptions) {
@@ -81,7 +84,20 @@ export class JwksCache {
   }
 
   private async fetchSet(): Promise<void> {
+    // While the provider is failing, requests fail fast instead of each trying it again.
+    if (this.now() - this.failedAt < this.opts.cooldownMs)
+      throw new KeysUnavailable("the issuer's key set was unreachable moments ago");
     this.lastFetchAt = this.now();
+    try {
+      await this.fetchOnce();
+    } catch (err) {
+      this.failedAt = this.now();
+      this.opts.onFetchFailed?.((err as Error).message);
+      throw err;
+    }
+  }
+
+  private async fetchOnce(): Promise<void> {
     let body: unknown;
     let maxAge: number | undefined;
     try {

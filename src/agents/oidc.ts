@@ -76,6 +76,7 @@ export class JwtVerifier {
     /** The audience tokens must carry when `auth.oidc.audience` is not set (toolbus's resource URL). */
     private readonly resource: () => string,
     private readonly staticAgent: StaticAgentLookup,
+    onKeysUnavailable: (message: string) => void = () => {},
   ) {
     const oidc = auth.oidc;
     if (oidc) {
@@ -91,6 +92,7 @@ export class JwtVerifier {
         },
         cooldownMs: oidc.jwksCooldownMs,
         maxAgeMs: oidc.jwksMaxAgeMs,
+        onFetchFailed: onKeysUnavailable,
       });
     }
     if (auth.signing) this.signingKey = signingKeyBytes(auth.signing);
