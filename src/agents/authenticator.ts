@@ -6,8 +6,8 @@ import { toolMatcher } from '../catalog/catalog.js';
 import type { AuthConfig } from '../config/auth-schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AgentTable } from './agent-table.js';
-import { LOOPBACK_HOSTS } from './hosts.js';
 import { type AuthOutcome, challenge } from './auth-outcome.js';
+import { LOOPBACK_HOSTS } from './hosts.js';
 import { JwtVerifier } from './oidc.js';
 
 const METADATA_PREFIX = '/.well-known/oauth-protected-resource';

@@ -28,7 +28,7 @@ export function freshnessMs(cacheControl: string | null): number | undefined {
     .map((d) => d.trim());
   if (directives.includes('no-store') || directives.includes('no-cache')) return 0;
   for (const d of directives) {
-    const m = /^(?:s-)?max-age\s*=\s*"?(\d+)"?$/.exec(d);
+    const m = /^max-age\s*=\s*"?(\d+)"?$/.exec(d);
     if (m) return Number(m[1]) * 1000;
   }
   return undefined;
