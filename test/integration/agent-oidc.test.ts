@@ -226,6 +226,14 @@ upstreams:
     assert.ok(!created.stderr.includes(token));
     const agent = new AgentClient(bus.url, token);
     assert.deepEqual(await toolNames(bus.url, token), ['lab__echo', 'lab__slow']);
+    // A session's notification stream lives no longer than the token that opened it.
+    await agent.initialize();
+    const stream = await fetch(bus.url, {
+      headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream', ...agent.headers() },
+      signal: AbortSignal.timeout(15_000),
+    });
+    assert.equal(stream.status, 200);
+    const streamEnded = stream.text().then(() => Date.now());
     // A call that outlives the token finishes normally.
     const { exp } = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number };
     const slowMs = Math.round(Math.max(500, exp * 1000 - Date.now() + 800));
@@ -233,6 +241,17 @@ upstreams:
     assert.notEqual(slow.isError, true, JSON.stringify(slow));
     assert.ok(Date.now() > exp * 1000, 'the token expired while the call ran');
     assert.equal(await reasonOf(bus.url, token), 'expired');
+    const ended = await streamEnded;
+    assert.ok(ended >= exp * 1000 && ended < exp * 1000 + 2000, `stream ended ${ended - exp * 1000} ms after exp`);
+    // The session is still there for a fresh token of the same agent (a client refreshing its token keeps going).
+    const fresh = toolbus(['token', 'create', '--config', config, '--agent', 'script-agent', '--ttl', '60'], dir);
+    const again = await post(
+      bus.url,
+      fresh.stdout.trim(),
+      { jsonrpc: '2.0', id: 9, method: 'tools/list' },
+      agent.headers(),
+    );
+    assert.equal(again.status, 200);
     // The signing key never reaches a log line.
     assert.ok(!bus.stdout().includes(SIGNING_KEY) && !bus.stderr().includes(SIGNING_KEY));
   });
