@@ -84,7 +84,7 @@ export class Authenticator {
     if (!header || header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ')
       return { failure: 'missing_token' };
     const token = header.slice(7).trim();
-    if (this.verifier.enabled && isJwtShaped(token)) return this.verifier.verify(token);
+    if (this.verifier.enabled && isJwtShaped(token)) return this.verifier.recall(token) ?? this.verifier.verify(token);
     return { failure: 'invalid_token' };
   }
 

@@ -47,6 +47,11 @@ export class JwksCache {
     this.now = opts.now ?? Date.now;
   }
 
+  /** Until when the current key set stands (a token verified with it may be trusted that long). */
+  get freshUntil(): number {
+    return this.local ? this.expiresAt : 0;
+  }
+
   /** A key resolver for jose's jwtVerify. */
   readonly key = async (header: JWSHeaderParameters): Promise<CryptoKey> => {
     if (!this.local || this.now() >= this.expiresAt) await this.refresh();

@@ -2,6 +2,7 @@
 // (`auth.signing`, see `toolbus token create`). The token's unverified `iss` only picks which of the two verifies
 // it; everything is then checked by jose: signature (asymmetric algorithms only for the IdP, so `alg: none` and a
 // public key used as an HMAC secret are refused), iss, aud, exp/nbf with bounded skew, and `typ` (JWT or at+jwt).
+import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, type JWTPayload, jwtVerify } from 'jose';
 import { toolMatcher } from '../catalog/catalog.js';
 import type { AuthConfig, OidcConfig } from '../config/auth-schema.js';
@@ -12,6 +13,8 @@ import { signingKeyBytes } from './local-tokens.js';
 
 const ACCEPTED_TYP = new Set(['jwt', 'at+jwt', 'application/jwt', 'application/at+jwt']);
 const MAX_AGENT_ID = 256;
+/** Verified IdP tokens remembered (by digest), so an agent's next requests skip the signature check. */
+const MAX_REMEMBERED = 10_000;
 
 /** What the static agent list knows about an agent (for toolbus-signed tokens, which name a configured agent). */
 export type StaticAgentLookup = (id: string) => AgentIdentity | undefined;
@@ -70,6 +73,7 @@ export class JwtVerifier {
   private readonly jwks: JwksCache | undefined;
   private readonly signingKey: Uint8Array | undefined;
   private jwksUri: Promise<URL> | undefined;
+  private readonly remembered = new Map<string, { agent: AgentIdentity; until: number }>();
 
   constructor(
     private readonly auth: AuthConfig,
@@ -110,6 +114,28 @@ export class JwtVerifier {
     return this.signingKey !== undefined && this.staticAgent(id) !== undefined;
   }
 
+  /**
+   * An IdP token verified before, answered without a promise. It is trusted no longer than its own exp and no longer
+   * than the key set it was verified with is fresh, so a dropped key or an expiry takes effect exactly as without
+   * this memory; a config change builds a new verifier and forgets everything.
+   */
+  recall(token: string): AgentIdentity | undefined {
+    if (this.remembered.size === 0) return undefined;
+    const key = createHash('sha256').update(token).digest('base64');
+    const hit = this.remembered.get(key);
+    if (!hit) return undefined;
+    if (Date.now() < hit.until) return hit.agent;
+    this.remembered.delete(key);
+    return undefined;
+  }
+
+  private remember(token: string, agent: AgentIdentity): void {
+    const until = Math.min(agent.expiresAt ?? 0, this.jwks?.freshUntil ?? 0);
+    if (until <= Date.now()) return;
+    if (this.remembered.size >= MAX_REMEMBERED) this.remembered.delete(this.remembered.keys().next().value!);
+    this.remembered.set(createHash('sha256').update(token).digest('base64'), { agent, until });
+  }
+
   async verify(token: string): Promise<AuthOutcome> {
     let iss: unknown;
     let typ: unknown;
@@ -122,7 +148,11 @@ export class JwtVerifier {
     if (typ !== undefined && (typeof typ !== 'string' || !ACCEPTED_TYP.has(typ.toLowerCase())))
       return failure('invalid_token');
     if (this.signingKey && iss === this.auth.signing!.issuer) return this.verifyLocal(token);
-    if (this.jwks && iss === this.auth.oidc!.issuer) return this.verifyOidc(token, this.auth.oidc!);
+    if (this.jwks && iss === this.auth.oidc!.issuer) {
+      const outcome = await this.verifyOidc(token, this.auth.oidc!);
+      if (!('failure' in outcome)) this.remember(token, outcome);
+      return outcome;
+    }
     return failure('wrong_issuer');
   }
 
