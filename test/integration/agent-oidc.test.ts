@@ -4,7 +4,7 @@
 // see and do (its tool list, and the agent id and tenant the write audit trail records).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, CLI, LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
@@ -254,5 +254,24 @@ upstreams:
     assert.equal(again.status, 200);
     // The signing key never reaches a log line.
     assert.ok(!bus.stdout().includes(SIGNING_KEY) && !bus.stderr().includes(SIGNING_KEY));
+  });
+
+  it('a live reload revokes: in-flight calls finish, the next call gets 401', async () => {
+    const token = await idp.sign({ azp: 'ops-bot', org: 'acme' }, { audience: bus.url });
+    const ops = new AgentClient(bus.url, token);
+    assert.equal(await reasonOf(bus.url, token), 200);
+    const inFlight = ops.call('lab__slow', { ms: 1500, tag: 'before-revocation' });
+    await new Promise((r) => setTimeout(r, 300));
+    // Only agents named in auth.agents are accepted now, and ops-bot is no longer one; static-agent is removed too.
+    const next = readFileSync(config, 'utf8')
+      .replace('    jwksCooldownMs: 1000\n', '    jwksCooldownMs: 1000\n    requireKnownAgent: true\n')
+      .replace('    ops-bot: { weight: 2, tools: ["lab__*"] }\n', '')
+      .replace('  - { id: static-agent, token: "static-token-0001", tools: ["lab__echo"] }\n', '');
+    writeFileSync(config, next);
+    bus.child.kill('SIGHUP');
+    await waitFor(async () => (await reasonOf(bus.url, token)) === 'unknown_agent', 5000, 'ops-bot refused');
+    assert.equal(await reasonOf(bus.url, 'static-token-0001'), 'invalid_token');
+    const done = await inFlight;
+    assert.notEqual(done.isError, true, JSON.stringify(done));
   });
 });
