@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import type { Logger } from 'pino';
 import { AgentTable } from './agents/agent-table.js';
+import { Authenticator } from './agents/authenticator.js';
 import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './agents/hosts.js';
 import { HttpFront } from './agents/http-front.js';
 import type { RpcDeps } from './agents/rpc.js';
@@ -45,6 +46,7 @@ export class Bus {
   readonly recent = new RecentEvents();
   readonly catalog = new Catalog();
   readonly agents: AgentTable;
+  private readonly auth: Authenticator;
   readonly replicaId = randomBytes(6).toString('hex');
   private store!: StateStore;
   private readonly runtimes = new Map<string, UpstreamRuntime>();
@@ -70,6 +72,7 @@ export class Bus {
     this.redactor = new SecretRedactor(loaded.secrets);
     this.logger = createLogger(loaded.config.logging.level, this.redactor, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
+    this.auth = new Authenticator(this.agents, loaded.config.auth, this.logger);
   }
 
   get config(): Config {
@@ -88,7 +91,7 @@ export class Bus {
       catalog: this.catalog,
       store: this.store,
       upstream: (name) => this.runtimes.get(name),
-      isAgentActive: (id) => this.agents.has(id),
+      isAgentActive: (id) => this.auth.isActive(id),
       storeHealthy: () => this.storeOk,
       metrics: this.metrics,
       logger: this.logger,
@@ -148,7 +151,7 @@ export class Bus {
       maxBodyBytes: cfg.server.maxBodyBytes,
       sessionIdleMs: cfg.server.sessionIdleMs,
       limits: cfg.limits,
-      agents: this.agents,
+      auth: this.auth,
       deps,
       logger: this.logger,
       redact,
@@ -166,6 +169,8 @@ export class Bus {
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.refreshers.values()].map((r) => r.runNow()));
     this.address = await this.front.listen();
+    const shownHost = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
+    this.auth.setListenUrl(`http://${shownHost}:${this.address.port}/mcp`);
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
@@ -253,10 +258,11 @@ export class Bus {
   }
 
   private toolListFor(agent: AgentIdentity): { tools: Record<string, unknown>[] } {
-    let list = this.toolLists.get(agent.id);
+    const key = agent.policyKey ?? agent.id;
+    let list = this.toolLists.get(key);
     if (!list) {
       list = { tools: [...this.catalog.all()].filter((t) => agent.allows(t.name)).map((t) => t.definition) };
-      this.toolLists.set(agent.id, list);
+      this.toolLists.set(key, list);
     }
     return list;
   }
@@ -328,7 +334,8 @@ export class Bus {
     this.loaded = next;
     this.redactor.add(next.secrets);
     this.agents.replace(next.config.agents);
-    this.front.sessions.endAgentsNotIn((id) => this.agents.has(id));
+    this.auth.replace(next.config.auth);
+    this.front.sessions.endAgentsNotIn((id) => this.auth.isActive(id));
     this.toolLists.clear();
     for (const [name, ucfg] of Object.entries(next.config.upstreams)) {
       const runtime = this.runtimes.get(name);

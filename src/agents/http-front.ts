@@ -10,7 +10,8 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Limits } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
-import type { AgentTable } from './agent-table.js';
+import { type AuthOutcome, isFailure } from './auth-outcome.js';
+import type { Authenticator } from './authenticator.js';
 import { originGuard } from './origin-guard.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
 import {
@@ -48,7 +49,7 @@ export interface HttpFrontOptions {
   maxBodyBytes: number;
   sessionIdleMs: number;
   limits: Limits;
-  agents: AgentTable;
+  auth: Authenticator;
   deps: RpcDeps;
   logger: Logger;
   /** Replaces every configured secret, in any encoding, in text about to leave the process. */
@@ -177,20 +178,17 @@ export class HttpFront {
       }
     }
     if (path === '/mcp') {
-      const agent = this.opts.agents.authenticate(req.headers.authorization);
-      if (!agent) {
-        // Nothing else is revealed to an unknown caller: no tool list, no hint of which agents exist.
-        this.opts.logger.info({ path }, 'request refused: no valid bearer token');
-        res.writeHead(401, { 'www-authenticate': 'Bearer realm="toolbus"', 'content-length': 0 });
-        res.end();
+      // Static tokens answer synchronously; only a JWT costs a promise.
+      const outcome = this.opts.auth.authenticate(req.headers.authorization);
+      if (outcome instanceof Promise) return outcome.then((o) => this.serveMcp(req, res, o));
+      return this.serveMcp(req, res, outcome);
+    }
+    if (path.startsWith('/.well-known/oauth-protected-resource')) {
+      const metadata = this.opts.auth.metadataFor(path);
+      if (metadata) {
+        this.sendJson(res, 200, metadata, { 'access-control-allow-origin': '*' });
         return undefined;
       }
-      if (req.method === 'POST') return this.post(req, res, agent);
-      if (req.method === 'GET') return void this.openStream(req, res, agent);
-      if (req.method === 'DELETE') return void this.deleteSession(req, res, agent);
-      res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
-      res.end();
-      return undefined;
     }
     const handled = this.opts.extraRoutes(req, res, path);
     if (handled === true) return undefined;
@@ -202,6 +200,24 @@ export class HttpFront {
     return handled.then((h) => {
       if (!h) notFound();
     });
+  }
+
+  private serveMcp(req: IncomingMessage, res: ServerResponse, outcome: AuthOutcome): Promise<void> | undefined {
+    if (isFailure(outcome)) {
+      // The caller learns why its token failed and where to log in, and nothing else: no tool list, no hint of
+      // which agents exist.
+      this.opts.logger.info({ reason: outcome.failure }, 'request refused: bearer token not accepted');
+      const { header, body } = this.opts.auth.challenge(outcome);
+      this.sendJson(res, 401, body, { 'www-authenticate': header });
+      return undefined;
+    }
+    const agent = outcome;
+    if (req.method === 'POST') return this.post(req, res, agent);
+    if (req.method === 'GET') return void this.openStream(req, res, agent);
+    if (req.method === 'DELETE') return void this.deleteSession(req, res, agent);
+    res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
+    res.end();
+    return undefined;
   }
 
   /** null: no session header; undefined: a header naming no session of this agent (404 sent). */
@@ -228,7 +244,11 @@ export class HttpFront {
     res.write(': stream open\n\n');
     s.streams.add(res);
     const ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
+    // The stream lives no longer than the token that opened it; the client reopens it with a fresh one.
+    const left = agent.expiresAt === undefined ? Number.POSITIVE_INFINITY : agent.expiresAt - Date.now();
+    const expiry = left < 2 ** 31 - 1 ? setTimeout(() => res.end(), Math.max(0, left)).unref() : undefined;
     res.on('close', () => {
+      clearTimeout(expiry);
       clearInterval(ping);
       s.streams.delete(res);
       s.lastSeen = Date.now();

@@ -6,6 +6,7 @@ import { runClientConfig } from './client-config.js';
 import { runConnect } from './connect.js';
 import { runInit } from './init.js';
 import { runServe } from './serve.js';
+import { runToken } from './token.js';
 
 const USAGE = `usage: toolbus <command> [options]
 
@@ -16,6 +17,7 @@ commands:
   client-config  --agent ID [--config FILE] [--url URL]          print the .mcp.json entry for an agent
   connect        --url URL [--token-env NAME]                    stdio bridge to a running bus
   audit          [--config FILE] [--since 1h|ISO] [--tool NAME] [--limit N] [--json]   show the write audit trail
+  token create   --agent ID [--ttl 1h] [--config FILE]           print a short-lived signed token for an agent
 `;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
@@ -25,6 +27,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'client-config': runClientConfig,
   connect: runConnect,
   audit: runAudit,
+  token: runToken,
 };
 
 const [name, ...rest] = process.argv.slice(2);

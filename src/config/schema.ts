@@ -1,6 +1,7 @@
 // The configuration contract: a strict zod schema (unknown keys are errors) with every default visible here.
 // Strings may hold `${env:NAME}` / `${file:PATH}` references; they are resolved by load.ts, not here.
 import { z } from 'zod';
+import { AuthSchema } from './auth-schema.js';
 
 const toolName = /^[A-Za-z0-9_-]+$/;
 // An upstream name is the prefix of `{upstream}__{tool}`: it may not hold `__` nor begin or end with `_`, or an
@@ -180,6 +181,8 @@ export const ConfigSchema = z.strictObject({
     })
     .default({ level: 'info' }),
   agents: z.array(AgentSchema).default([]),
+  /** JWT access tokens (OIDC), toolbus-signed short-lived tokens, per-agent policy: see auth-schema.ts. */
+  auth: AuthSchema.default({ agents: {}, groups: {} }),
   upstreams: z.record(
     z.string().regex(upstreamName, 'an upstream name is letters, digits and "-", with single "_" between them'),
     UpstreamSchema,

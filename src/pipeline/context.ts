@@ -11,6 +11,13 @@ export interface AgentIdentity {
   readonly weight: number;
   /** The allow-list, compiled. */
   readonly allows: (toolName: string) => boolean;
+  /** When the credential that proved this identity expires (ms since epoch); absent for non-expiring tokens. */
+  readonly expiresAt?: number;
+  /**
+   * Names the allow-list when it can differ between two identities of one agent id (JWT agents: the token's tools
+   * claim narrows it), so a tool list cached for one token is never shown for another.
+   */
+  readonly policyKey?: string;
 }
 
 export interface CallContext {

@@ -53,12 +53,17 @@ describe('core bus', () => {
     await bus?.stop();
   });
 
-  it('refuses unknown callers with a bare 401', async () => {
-    for (const token of [null, 'wrong-token-xyz']) {
+  it('refuses unknown callers with a 401 that says why and nothing else', async () => {
+    for (const [token, reason] of [
+      [null, 'missing_token'],
+      ['wrong-token-xyz', 'invalid_token'],
+    ] as const) {
       const r = await post(bus.url, token, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
       assert.equal(r.status, 401);
       assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer/);
-      assert.equal(r.text, '');
+      const body = JSON.parse(r.text) as Record<string, unknown>;
+      assert.deepEqual(Object.keys(body).sort(), ['error', 'error_description', 'reason']);
+      assert.equal(body.reason, reason);
     }
   });
 
