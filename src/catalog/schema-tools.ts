@@ -20,15 +20,15 @@ const unsupportedPatterns = new Set<string>();
 
 // Ajv keys its cache of compiled patterns by the engine object's toString(): it must name the pattern.
 function re2Engine(pattern: string): { test: (s: string) => boolean; toString: () => string } {
-  const toString = () => `re2:${pattern}`;
+  const name = () => `re2:${pattern}`;
   let re: RE2JS;
   try {
     re = RE2JS.compile(RE2JS.translateRegExp(pattern));
   } catch {
     unsupportedPatterns.add(pattern);
-    return { test: () => true, toString };
+    return { test: () => true, toString: name };
   }
-  return { test: (s) => re.matcher(s).find(), toString };
+  return { test: (s) => re.matcher(s).find(), toString: name };
 }
 re2Engine.code = 're2js';
 

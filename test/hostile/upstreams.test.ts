@@ -8,7 +8,6 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, CLI, HOSTILE_SERVER, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
-import { labStarts } from '../helpers/lab.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
