@@ -1,5 +1,7 @@
 // A small, exact MCP-over-HTTP client for tests: raw JSON-RPC posts with fetch, so tests see status codes, headers
 // and bodies as they are on the wire (the SDK client is used separately to prove real-client compatibility).
+import { appendFileSync } from 'node:fs';
+
 export interface RpcReply {
   status: number;
   headers: Headers;
@@ -127,11 +129,18 @@ export interface WireError {
   retryAfterMs?: number;
 }
 
+/**
+ * Where the error categories seen on real calls are recorded during a full `npm test` run (scripts/run-tests.mjs
+ * sets it and, at the end, fails the run if a category of the error table was never produced by a real call).
+ */
+const OBSERVED = process.env.TOOLBUS_OBSERVED_ERRORS;
+
 /** The toolbus error of a result, checked for the full wire format (meta and text carry the same object). */
 export function busError(result: ToolCallResult): WireError | undefined {
   const meta = result._meta?.['toolbus/error'] as WireError | undefined;
   if (!meta) return undefined;
   if (result.isError !== true) throw new Error('a toolbus error result must have isError: true');
+  if (OBSERVED) appendFileSync(OBSERVED, `${meta.category} ${meta.code}\n`);
   return meta;
 }
 

@@ -55,11 +55,12 @@ upstreams:
     url: http://127.0.0.1:${port}/mcp
     headers: { authorization: "Bearer \${env:HH_TOKEN}" }
     restart: { initialDelayMs: 100, maxDelayMs: 500 }
-    circuitBreaker: { failures: 50, openMs: 1000 }
+    circuitBreaker: { failures: 4, openMs: 1000 }
     tools:
       slow_write: { kind: write, lease: ["w:{/id}"] }
       echo: { kind: read }
       forget_sessions: { kind: read }
+      fail_next: { kind: read }
 `,
       { cwd: dir, env: { HH_TOKEN: TOKEN } },
     );
@@ -114,5 +115,38 @@ upstreams:
     const fresh = await a().call('hh__slow_write', { id: 'wdead', ms: 10, idempotency_key: 'write-dead-key-2' });
     assert.equal(fresh.isError, undefined);
     assert.equal(writesOf('wdead'), 2);
+  });
+
+  it('an upstream answering 503 opens the breaker: calls fail fast without reaching it, then a probe closes it', async () => {
+    const refusedSoFar = () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"refused"')).length;
+    const before = refusedSoFar();
+    assert.equal((await b().call('hh__fail_next', { status: 503, count: 4 })).isError, undefined);
+    const errors = [];
+    for (let i = 0; i < 8; i++) errors.push(busErrorStrict(await b().call('hh__echo', { text: `e${i}` })));
+    for (const e of errors) assert.equal(e.category, 'upstream_unavailable');
+    // Four refusals reach the upstream and open the breaker; the next four never leave the bus.
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      [
+        'upstream_down',
+        'upstream_down',
+        'upstream_down',
+        'upstream_down',
+        'circuit_open',
+        'circuit_open',
+        'circuit_open',
+        'circuit_open',
+      ],
+    );
+    assert.equal(refusedSoFar() - before, 4);
+    assert.ok((errors[4]!.retryAfterMs ?? 0) > 0 && (errors[4]!.retryAfterMs ?? 0) <= 1000);
+    // Once openMs has passed, one call is let through as a probe; its success closes the breaker.
+    await new Promise((r) => setTimeout(r, 1100));
+    const probe = await b().call('hh__echo', { text: 'probe' });
+    assert.equal(probe.isError, undefined, 'the half-open probe went through and closed the breaker');
+    assert.equal((await a().call('hh__echo', { text: 'closed' })).isError, undefined);
   });
 });
