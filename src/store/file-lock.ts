@@ -63,3 +63,8 @@ export function takeFileLock(dbPath: string): () => void {
     unlinkQuietly(temp);
   }
 }
+
+/** True while `${dbPath}.lock` exists and names this process. */
+export function stillLocked(dbPath: string): boolean {
+  return readPid(`${resolve(dbPath)}.lock`) === process.pid;
+}

@@ -9,7 +9,7 @@
 // transaction so that the file never holds half of one. Waiting (joins, lease queues) happens in this process.
 // Lease rows and the fencing-token counter are tables, so a restart keeps tokens monotonic.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import {
@@ -22,7 +22,7 @@ import {
   StoreUnavailable,
   type TakeTokenResult,
 } from './contract.js';
-import { takeFileLock } from './file-lock.js';
+import { stillLocked, takeFileLock } from './file-lock.js';
 import { type BucketState, pauseBucketState, takeFromBucket } from './gcra.js';
 import {
   applyTransition,
@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS audit_v1 (
 CREATE INDEX IF NOT EXISTS audit_v1_at ON audit_v1 (at);
 CREATE INDEX IF NOT EXISTS audit_v1_tool ON audit_v1 (tool, id);
 `;
+
+function fileIdentity(path: string): string {
+  const st = statSync(path);
+  return `${st.dev}:${st.ino}`;
+}
 
 /** Codes that mean the file cannot be used right now (disk, permissions, locking), not a bug in a statement. */
 const UNAVAILABLE = /^SQLITE_(IOERR|FULL|CANTOPEN|BUSY|LOCKED|READONLY|CORRUPT|NOTADB|PROTOCOL|NOMEM|PERM|AUTH)/;
@@ -201,6 +206,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   private readonly leases: LocalLeases;
   private readonly sweeper: NodeJS.Timeout | undefined;
   private readonly q: ReturnType<typeof prepareStatements>;
+  /** Device and inode of the file opened, for the ping's check that it is still there. */
+  private readonly fileId: string | undefined;
   private readonly claimTx: (req: ClaimRequest, now: number) => ClaimOutcome;
   private readonly transitionTx: (
     scope: string,
@@ -218,6 +225,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     private readonly unlock: (() => void) | undefined,
   ) {
     super();
+    this.fileId = unlock && db.name !== ':memory:' ? fileIdentity(db.name) : undefined;
     this.q = prepareStatements(db);
     const q = this.q;
     const putKey = (scope: string, r: StoredKey) =>
@@ -347,8 +355,22 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     );
   }
 
+  /**
+   * Also checks that the file on disk is still the one this store opened and that the lock is still ours: a state
+   * file deleted or replaced while the bus runs would otherwise take writes into an unlinked file, and let a second
+   * bus start on the same path.
+   */
   async ping(): Promise<void> {
     this.guard(() => this.q.ping.get());
+    if (this.fileId === undefined) return;
+    let now: string | undefined;
+    try {
+      now = fileIdentity(this.db.name);
+    } catch {
+      now = undefined;
+    }
+    if (now !== this.fileId) throw new StoreUnavailable(`the state file ${this.db.name} was removed or replaced`);
+    if (!stillLocked(this.db.name)) throw new StoreUnavailable(`the lock of ${this.db.name} is no longer ours`);
   }
 
   async settleAbandoned(unknownTtlMs: number): Promise<{ released: number; unknown: number }> {

@@ -49,6 +49,18 @@ export function idempotency(services: PipelineServices): Stage {
       }
       return next();
     }
+    // Writes fail closed while the store probe says the store is unusable (unreachable, or its file was removed):
+    // a write the store cannot record could run twice.
+    if (!services.storeHealthy()) {
+      throw new BusError(
+        'store_unavailable',
+        'store_unreachable',
+        'The state store is unusable, so writes are refused.',
+        {
+          retryAfterMs: 1000,
+        },
+      );
+    }
     if (ctx.key === undefined) return next();
     const cfg = services.config().idempotency;
     const { store } = services;
