@@ -88,6 +88,11 @@ function formatIssues(issues: readonly z.core.$ZodIssue[], base: readonly Proper
       continue;
     }
     const where = formatPath(path);
+    if (issue.code === 'invalid_key' && issue.issues.length > 0) {
+      // A map key that breaks its rule (an upstream name): say the rule, not "Invalid key in record".
+      out.push(`${where}: ${issue.issues.map((i) => i.message).join('; ')}`);
+      continue;
+    }
     if (issue.code === 'unrecognized_keys') out.push(`${where}: unknown key(s) ${issue.keys.join(', ')}`);
     else out.push(`${where}: ${issue.message}`);
   }

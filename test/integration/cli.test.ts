@@ -53,6 +53,25 @@ upstreams:
     assert.match(r.stdout, /upstreams\.lab\.tools\.echo\.kind/);
   });
 
+  it('check refuses an upstream name with "__", which would make the allow-list h__* also grant h__admin', () => {
+    const dir = tempDir();
+    writeFileSync(
+      join(dir, 'names.yaml'),
+      `
+agents: [{ id: a, token: "a-token-123", tools: ["h__*"] }]
+upstreams:
+  h: { command: node }
+  h__admin: { command: node }
+  _lead: { command: node }
+`,
+    );
+    const r = toolbus(['check', '--config', 'names.yaml'], dir);
+    assert.equal(r.code, 2);
+    assert.match(r.stdout, /upstreams\.h__admin.*single "_"/);
+    assert.match(r.stdout, /upstreams\._lead.*single "_"/);
+    assert.doesNotMatch(r.stdout, /upstreams\.h:/);
+  });
+
   it('check connects and prints each tool with kind, key rule and lease, and warns about whole-upstream locks', () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'toolbus.yaml'), labConfig(dir));

@@ -20,6 +20,7 @@ upstreams:
     env: { SOME_SECRET: "\${env:METRICS_TEST_SECRET}" }
     tools:
       echo: { kind: read }
+      slow: { kind: read }
       counter_incr: { kind: write, lease: ["c:{/entity}"] }
 `,
       { cwd: tempDir(), env: { METRICS_TEST_SECRET: SECRET } },
@@ -46,8 +47,29 @@ upstreams:
     assert.match(text, /toolbus_call_duration_seconds_bucket\{le="0\.005",tool="lab__echo"\}/);
     assert.match(text, /toolbus_upstream_up\{upstream="lab"\} 1/);
     assert.match(text, /toolbus_lease_wait_seconds_count\{upstream="lab"\} 1/);
+    // Live gauges are set at scrape time.
+    assert.match(text, /toolbus_calls_in_flight\{upstream="lab"\} 0/);
+    assert.match(text, /toolbus_queue_depth\{upstream="lab"\} 0/);
+    assert.match(text, /^toolbus_agent_sessions 0$/m);
     assert.ok(!text.includes(SECRET));
     assert.ok(!text.includes('metrics-token-1'));
     assert.ok(!text.includes('metrics-key-0001'), 'keys are not metric labels');
+  });
+
+  it('the live gauges follow calls in flight and open sessions', async () => {
+    const a = new AgentClient(bus.url, 'metrics-token-1');
+    await a.initialize();
+    const slow = Promise.all([1, 2, 3].map((i) => a.call('lab__slow', { ms: 800, tag: `g${i}` })));
+    const scrape = async () => (await fetch(bus.url.replace('/mcp', '/metrics'))).text();
+    let text = '';
+    for (let i = 0; i < 40; i++) {
+      text = await scrape();
+      if (/toolbus_calls_in_flight\{upstream="lab"\} 3/.test(text)) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.match(text, /toolbus_calls_in_flight\{upstream="lab"\} 3/);
+    assert.match(text, /^toolbus_agent_sessions 1$/m);
+    await slow;
+    assert.match(await scrape(), /toolbus_calls_in_flight\{upstream="lab"\} 0/);
   });
 });
