@@ -13,6 +13,8 @@ import { waitFor } from '../helpers/wait.js';
 const CHROMIUM = '/usr/bin/chromium';
 const dir = tempDir();
 const labLog = join(dir, 'lab.log');
+/** The admin sees lease scopes in clear; the page takes the token from its fragment. */
+const ADMIN_TOKEN = 'dash-admin-token-0123456789';
 
 describe('dashboard in a real browser', () => {
   let bus: BusProcess;
@@ -28,6 +30,7 @@ describe('dashboard in a real browser', () => {
       `
 store: { kind: sqlite, path: ${join(dir, 'state.db')} }
 logging: { level: warn }
+server: { adminToken: ${ADMIN_TOKEN} }
 agents:
   - { id: planner, token: "dash-token-1", tenant: team-a, weight: 2 }
   - { id: worker, token: "dash-token-2", tenant: team-a }
@@ -56,7 +59,7 @@ upstreams:
       ],
     });
     page = await browser.newPage();
-    await page.goto(bus.url.replace('/mcp', '/'));
+    await page.goto(`${bus.url.replace('/mcp', '/')}#token=${ADMIN_TOKEN}`);
   });
   after(async () => {
     await browser?.close();

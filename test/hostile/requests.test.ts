@@ -167,10 +167,10 @@ describe('hostile requests', () => {
     assert.ok(!calls.some((l) => l.includes('null')));
   });
 
-  it('200 calls with 3 MB tool names are not_found and are never kept or served by the dashboard', async () => {
+  it('50 calls with 3 MB tool names are not_found and are never kept or served by the dashboard', async () => {
     const name = `lab__${'x'.repeat(3 * 1024 * 1024)}`;
     const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: {} } });
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 5; i++) {
       const rounds = await Promise.all(Array.from({ length: 10 }, () => post(bus.url, 'mallory-token-1', body)));
       for (const r of rounds) {
         const e = busErrorStrict((r.body as { result: Record<string, unknown> }).result);
