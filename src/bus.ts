@@ -59,6 +59,9 @@ export class Bus {
   private watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | undefined;
   private readonly onSighup = () => this.reloadSecrets('SIGHUP');
+  /** Last resort: a rejection nothing handled is a bug, logged loudly, never a reason to stop serving every agent. */
+  private readonly onUnhandled = (reason: unknown) =>
+    this.logger.error({ err: reason }, 'unhandled rejection (a bug in toolbus; the process keeps serving)');
   address = { host: '127.0.0.1', port: 0 };
   private stopping = false;
   private storeOk = true;
@@ -174,6 +177,7 @@ export class Bus {
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
+    process.on('unhandledRejection', this.onUnhandled);
   }
 
   private probeStore(): void {
@@ -362,6 +366,7 @@ export class Bus {
     if (this.stopping) return;
     this.stopping = true;
     process.off('SIGHUP', this.onSighup);
+    process.off('unhandledRejection', this.onUnhandled);
     clearInterval(this.storeProbe);
     clearTimeout(this.reloadTimer);
     for (const w of this.watchers) w.close();
