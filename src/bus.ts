@@ -9,7 +9,7 @@ import { AgentTable } from './agents/agent-table.js';
 import { Authenticator } from './agents/authenticator.js';
 import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './agents/hosts.js';
 import { HttpFront } from './agents/http-front.js';
-import type { RpcDeps } from './agents/rpc.js';
+import { aggregateDescription, type RpcDeps, upstreamDescription } from './agents/rpc.js';
 import { type DirectoryUpstream, UpstreamDirectory } from './agents/upstream-directory.js';
 import { Catalog } from './catalog/catalog.js';
 import { CoalescedRefresh } from './catalog/refresher.js';
@@ -121,7 +121,12 @@ export class Bus {
       runner,
       directory: this.directory,
       newOwner: () => `${this.replicaId}:${++this.seq}`,
-      toolListFor: (agent) => this.toolListFor(agent),
+      toolListFor: (agent, endpoint) => this.toolListFor(agent, endpoint),
+      describe: (endpoint) => {
+        if (endpoint === undefined) return aggregateDescription(this.directoryUpstreams());
+        const c = this.runtimes.get(endpoint)?.connection;
+        return upstreamDescription(c?.serverCapabilities, c?.instructions);
+      },
     };
     const host = this.opts.host ?? cfg.server.host;
     const loopbackOnly = LOOPBACK_HOSTS.has(host);
@@ -158,6 +163,7 @@ export class Bus {
       deps,
       logger: this.logger,
       redact,
+      hasUpstream: (name) => this.runtimes.has(name),
       extraRoutes: routes,
     });
     this.metrics.watchLive({
@@ -221,9 +227,10 @@ export class Bus {
       if (state === 'ready' && !this.stopping) refresher.request();
     });
     connection.on('restart', () => this.metrics.restart(name));
-    connection.on('notification', (method: string) => {
+    connection.on('notification', (method: string, params?: Record<string, unknown>) => {
       // A storm of list_changed is merged: one refresh in flight, one pending, a few per second at most.
       if (method === 'notifications/tools/list_changed') refresher.request();
+      else if (method === 'notifications/message') this.front?.relayLog(name, params);
       else if (method === 'notifications/resources/list_changed' || method === 'notifications/prompts/list_changed') {
         this.front?.broadcast(method);
       }
@@ -261,11 +268,20 @@ export class Bus {
     }
   }
 
-  private toolListFor(agent: AgentIdentity): { tools: Record<string, unknown>[] } {
-    const key = agent.policyKey ?? agent.id;
+  /**
+   * tools/list for an agent, cached per policy and endpoint: on /mcp every allowed tool under its exposed name, on
+   * /mcp/{upstream} that upstream's allowed tools under their own names.
+   */
+  private toolListFor(agent: AgentIdentity, endpoint: string | undefined): { tools: Record<string, unknown>[] } {
+    const key = `${agent.policyKey ?? agent.id}\u0000${endpoint ?? ''}`;
     let list = this.toolLists.get(key);
     if (!list) {
-      list = { tools: [...this.catalog.all()].filter((t) => agent.allows(t.name)).map((t) => t.definition) };
+      const tools = [...this.catalog.all()].filter(
+        (t) => agent.allows(t.name) && (endpoint === undefined || t.upstream === endpoint),
+      );
+      list = {
+        tools: tools.map((t) => (endpoint === undefined ? t.definition : { ...t.definition, name: t.upstreamTool })),
+      };
       this.toolLists.set(key, list);
     }
     return list;
@@ -276,6 +292,7 @@ export class Bus {
       name: r.name,
       ready: r.connection.state === 'ready',
       capabilities: r.connection.serverCapabilities,
+      instructions: r.connection.instructions,
       request: (method, params, signal) => r.connection.request(method, params, { signal }),
     }));
   }

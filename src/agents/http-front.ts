@@ -15,15 +15,18 @@ import type { Authenticator } from './authenticator.js';
 import { originGuard } from './origin-guard.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
 import {
+  CACHEABLE,
   type CallEnv,
   handleRequest,
   INVALID_REQUEST,
   isModernRequest,
+  LOG_LEVELS,
   METHOD_NOT_FOUND,
   MODERN_VERSION,
   PARSE_ERROR,
   type RpcDeps,
   RpcError,
+  withCacheHints,
 } from './rpc.js';
 import { type Session, SessionTable } from './session-table.js';
 
@@ -54,6 +57,8 @@ export interface HttpFrontOptions {
   logger: Logger;
   /** Replaces every configured secret, in any encoding, in text about to leave the process. */
   redact: (text: string) => string;
+  /** Whether /mcp/{name} names a configured upstream. */
+  hasUpstream: (name: string) => boolean;
   /** Other routes (health, metrics, dashboard); returns false when it did not handle the request. */
   extraRoutes: (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
 }
@@ -77,6 +82,9 @@ export class HttpFront {
   private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly guard: ReturnType<typeof originGuard>;
+  /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
+  private readonly asks = new Map<string, { agentId: string; settle: (reply: JsonRpcMessage) => void }>();
+  private askSeq = 0;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
@@ -131,11 +139,34 @@ export class HttpFront {
     });
   }
 
-  /** Sends a notification to every open session stream (e.g. notifications/tools/list_changed). */
-  broadcast(method: string, params?: Record<string, unknown>): void {
-    const text = this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) }));
-    const frame = `event: message\ndata: ${text}\n\n`;
-    for (const s of this.sessions.values()) for (const stream of s.streams) stream.write(frame);
+  /**
+   * Sends a notification to the open session streams (e.g. notifications/tools/list_changed): to every session, or
+   * to those `to` accepts.
+   */
+  broadcast(method: string, params?: Record<string, unknown>, to?: (s: Session) => boolean): void {
+    let frame: string | undefined;
+    for (const s of this.sessions.values()) {
+      if (s.streams.size === 0 || (to && !to(s))) continue;
+      frame ??= `event: message\ndata: ${this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) }))}\n\n`;
+      for (const stream of s.streams) stream.write(frame);
+    }
+  }
+
+  /**
+   * An upstream's log message goes to the sessions that asked for its level (logging/setLevel) and may use that
+   * upstream. (On a shared upstream the protocol does not say which call a log message belongs to.)
+   */
+  relayLog(upstream: string, params: Record<string, unknown> | undefined): void {
+    const level = LOG_LEVELS.indexOf(typeof params?.level === 'string' ? params.level : 'info');
+    this.broadcast(
+      'notifications/message',
+      params,
+      (s) =>
+        s.logLevel !== undefined &&
+        level >= LOG_LEVELS.indexOf(s.logLevel) &&
+        (s.endpoint === undefined || s.endpoint === upstream) &&
+        s.agent.allows(`${upstream}__*`),
+    );
   }
 
   private sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
@@ -177,11 +208,17 @@ export class HttpFront {
         return undefined;
       }
     }
-    if (path === '/mcp') {
+    if (path === '/mcp' || path.startsWith('/mcp/')) {
+      // /mcp/{upstream} serves one upstream under its own names; same authentication, allow-lists and pipeline.
+      const endpoint = path === '/mcp' ? undefined : decodeURIComponent(path.slice(5));
+      if (endpoint !== undefined && !this.opts.hasUpstream(endpoint)) {
+        this.sendJson(res, 404, rpcError(null, -32601, 'No such upstream on this bus'));
+        return undefined;
+      }
       // Static tokens answer synchronously; only a JWT costs a promise.
       const outcome = this.opts.auth.authenticate(req.headers.authorization);
-      if (outcome instanceof Promise) return outcome.then((o) => this.serveMcp(req, res, o));
-      return this.serveMcp(req, res, outcome);
+      if (outcome instanceof Promise) return outcome.then((o) => this.serveMcp(req, res, o, endpoint));
+      return this.serveMcp(req, res, outcome, endpoint);
     }
     if (path.startsWith('/.well-known/oauth-protected-resource')) {
       const metadata = this.opts.auth.metadataFor(path);
@@ -202,7 +239,12 @@ export class HttpFront {
     });
   }
 
-  private serveMcp(req: IncomingMessage, res: ServerResponse, outcome: AuthOutcome): Promise<void> | undefined {
+  private serveMcp(
+    req: IncomingMessage,
+    res: ServerResponse,
+    outcome: AuthOutcome,
+    endpoint: string | undefined,
+  ): Promise<void> | undefined {
     if (isFailure(outcome)) {
       // The caller learns why its token failed and where to log in, and nothing else: no tool list, no hint of
       // which agents exist.
@@ -212,28 +254,34 @@ export class HttpFront {
       return undefined;
     }
     const agent = outcome;
-    if (req.method === 'POST') return this.post(req, res, agent);
-    if (req.method === 'GET') return void this.openStream(req, res, agent);
-    if (req.method === 'DELETE') return void this.deleteSession(req, res, agent);
+    if (req.method === 'POST') return this.post(req, res, agent, endpoint);
+    if (req.method === 'GET') return void this.openStream(req, res, agent, endpoint);
+    if (req.method === 'DELETE') return void this.deleteSession(req, res, agent, endpoint);
     res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-length': 0 });
     res.end();
     return undefined;
   }
 
   /** null: no session header; undefined: a header naming no session of this agent (404 sent). */
-  private sessionFor(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): Session | null | undefined {
+  private sessionFor(
+    req: IncomingMessage,
+    res: ServerResponse,
+    agent: AgentIdentity,
+    endpoint: string | undefined,
+  ): Session | null | undefined {
     const id = req.headers['mcp-session-id'];
     if (typeof id !== 'string') return null;
     const s = this.sessions.lookup(id, agent);
-    if (!s) {
+    // A session belongs to the endpoint it was opened on: names mean different things on /mcp and /mcp/{upstream}.
+    if (!s || s.endpoint !== endpoint) {
       this.sendJson(res, 404, rpcError(null, -32001, 'Session not found'));
       return undefined;
     }
     return s;
   }
 
-  private openStream(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): void {
-    const s = this.sessionFor(req, res, agent);
+  private openStream(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity, endpoint?: string): void {
+    const s = this.sessionFor(req, res, agent, endpoint);
     if (s === undefined) return;
     if (s === null) {
       res.writeHead(405, { allow: 'POST', 'content-length': 0 });
@@ -255,8 +303,8 @@ export class HttpFront {
     });
   }
 
-  private deleteSession(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): void {
-    const s = this.sessionFor(req, res, agent);
+  private deleteSession(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity, endpoint?: string): void {
+    const s = this.sessionFor(req, res, agent, endpoint);
     if (s === undefined) return;
     if (s) this.sessions.end(s);
     res.writeHead(s ? 204 : 400, { 'content-length': 0 });
@@ -295,7 +343,12 @@ export class HttpFront {
     });
   }
 
-  private async post(req: IncomingMessage, res: ServerResponse, agent: AgentIdentity): Promise<void> {
+  private async post(
+    req: IncomingMessage,
+    res: ServerResponse,
+    agent: AgentIdentity,
+    endpoint: string | undefined,
+  ): Promise<void> {
     const body = await this.readBody(req, res);
     if (body === null) return;
     const limits = this.opts.limits;
@@ -326,7 +379,7 @@ export class HttpFront {
         rpcError(null, INVALID_REQUEST, `Invalid Request: a batch holds at most ${limits.maxBatch} requests`),
       );
     }
-    let session = this.sessionFor(req, res, agent);
+    let session = this.sessionFor(req, res, agent, endpoint);
     if (session === undefined) return;
 
     // Each entry is a request to run, or a reply already decided (an id the bus cannot echo back safely).
@@ -344,8 +397,11 @@ export class HttpFront {
         entries.push(m);
       } else if (typeof m.method === 'string') {
         this.notification(m, session, req.socket);
+      } else if (m.id !== undefined && m.id !== null && ('result' in m || 'error' in m)) {
+        // The agent's answer to a request toolbus relayed from an upstream; only the agent asked may answer it.
+        const ask = this.asks.get(String(m.id));
+        if (ask && ask.agentId === agent.id) ask.settle(m);
       }
-      // Responses from the client (to server-initiated requests) are accepted and dropped: toolbus sends none.
     }
     if (entries.length === 0) {
       res.writeHead(202, { 'content-length': 0 });
@@ -357,7 +413,11 @@ export class HttpFront {
     let headers: Record<string, string> | undefined;
     if (first.method === 'initialize' && !batch) {
       // The 2025-era handshake opens a stateful session. The 2026-07-28 revision never sends initialize.
-      session = this.sessions.open(agent);
+      session = this.sessions.open(agent, endpoint);
+      if (session !== null) {
+        const caps = (first.params as Record<string, unknown> | undefined)?.capabilities;
+        if (caps !== null && typeof caps === 'object') session.clientCapabilities = caps as Record<string, unknown>;
+      }
       if (session === null) {
         this.opts.logger.warn({ agent: agent.id }, 'request refused: agent has too many sessions in use');
         return this.sendJson(
@@ -375,23 +435,34 @@ export class HttpFront {
 
     const accept = req.headers.accept ?? '';
     const wantsSse = !accept.includes('application/json') && accept.includes('text/event-stream');
-    const progressWanted =
+    // A tools/call is answered as SSE when the agent can take events on it: progress it asked for, or requests
+    // (sampling, elicitation) an upstream may send during the call, when its client declared it can answer them.
+    const canAsk = (r: JsonRpcMessage | Reply) => {
+      const caps =
+        session?.clientCapabilities ??
+        ((((r.params as Record<string, unknown> | undefined)?._meta as Record<string, unknown> | undefined)?.[
+          'io.modelcontextprotocol/clientCapabilities'
+        ] ?? {}) as Record<string, unknown>);
+      return caps.sampling !== undefined || caps.elicitation !== undefined;
+    };
+    const streamWanted =
       accept.includes('text/event-stream') &&
       entries.some(
         (r) =>
           r.method === 'tools/call' &&
-          ((r.params as Record<string, unknown> | undefined)?._meta as Record<string, unknown> | undefined)
-            ?.progressToken !== undefined,
+          (((r.params as Record<string, unknown> | undefined)?._meta as Record<string, unknown> | undefined)
+            ?.progressToken !== undefined ||
+            canAsk(r)),
       );
     const controllers = this.watchClose(res, entries.length);
-    if (wantsSse || progressWanted) {
-      this.respondSse(res, agent, session, entries, batch, headers, controllers, req.socket);
+    if (wantsSse || streamWanted) {
+      this.respondSse(res, agent, endpoint, session, entries, batch, headers, controllers, req.socket);
       return;
     }
     const replies = await Promise.all(
       entries.map((e, i) =>
         'method' in e && typeof e.method === 'string'
-          ? this.dispatch(e as JsonRpcMessage, agent, session, controllers[i]!, undefined, req.socket)
+          ? this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, undefined, req.socket)
           : Promise.resolve(e as Reply),
       ),
     );
@@ -438,6 +509,7 @@ export class HttpFront {
   private respondSse(
     res: ServerResponse,
     agent: AgentIdentity,
+    endpoint: string | undefined,
     session: Session | null,
     entries: (JsonRpcMessage | Reply)[],
     batch: boolean,
@@ -457,11 +529,17 @@ export class HttpFront {
       budget.left -= text.length;
       writeText(text);
     };
+    const ask = (method: string, params: Record<string, unknown> | undefined, caps: Record<string, unknown>) =>
+      this.ask(agent, caps, method, params, (msg) => {
+        const text = this.opts.redact(JSON.stringify(msg));
+        budget.left -= text.length;
+        writeText(text);
+      });
     void Promise.all(
       entries.map(async (e, i) => {
         const reply =
           'method' in e && typeof e.method === 'string'
-            ? await this.dispatch(e as JsonRpcMessage, agent, session, controllers[i]!, progress, socket)
+            ? await this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, progress, socket, ask)
             : (e as Reply);
         this.noteProtocol(session, e, reply);
         if (!batch) writeText(this.encode(reply, budget));
@@ -473,6 +551,45 @@ export class HttpFront {
       })
       .catch((err: unknown) => this.opts.logger.error({ err }, 'SSE response failed'))
       .finally(() => res.end());
+  }
+
+  /**
+   * Sends an upstream's request (sampling/createMessage, elicitation/create) to the agent on its call's SSE stream and
+   * waits for the answer the agent POSTs back. Never to an agent whose client did not declare the capability.
+   */
+  private ask(
+    agent: AgentIdentity,
+    caps: Record<string, unknown>,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    write: (msg: Record<string, unknown>) => void,
+  ): Promise<Record<string, unknown>> {
+    const needed =
+      method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : '';
+    if (!needed || caps[needed] === undefined) {
+      return Promise.reject(
+        Object.assign(new Error(`the agent's client does not support ${method}`), { code: METHOD_NOT_FOUND }),
+      );
+    }
+    const id = `toolbus-${++this.askSeq}-${Math.random().toString(36).slice(2, 10)}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.asks.delete(id);
+        reject(new Error(`the agent did not answer ${method} in time`));
+      }, 10 * 60_000).unref();
+      this.asks.set(id, {
+        agentId: agent.id,
+        settle: (reply) => {
+          clearTimeout(timer);
+          this.asks.delete(id);
+          if (reply.error !== undefined) {
+            const e = reply.error as { code?: number; message?: string };
+            reject(Object.assign(new Error(e.message ?? 'error'), { code: e.code ?? -32603 }));
+          } else resolve((reply.result ?? {}) as Record<string, unknown>);
+        },
+      });
+      write({ jsonrpc: '2.0', id, method, ...(params ? { params } : {}) });
+    });
   }
 
   /** One controller per request (cancellable one by one); all abort if the agent goes away before the reply. */
@@ -509,10 +626,16 @@ export class HttpFront {
   private async dispatch(
     m: JsonRpcMessage,
     agent: AgentIdentity,
+    endpoint: string | undefined,
     session: Session | null,
     ctl: AbortController,
     progress: ((params: Record<string, unknown>) => void) | undefined,
     socket: Socket,
+    ask?: (
+      method: string,
+      params: Record<string, unknown> | undefined,
+      caps: Record<string, unknown>,
+    ) => Promise<Record<string, unknown>>,
   ): Promise<Reply> {
     const id = m.id as string | number;
     const method = m.method as string;
@@ -535,12 +658,32 @@ export class HttpFront {
     // A second request with an id already in flight on this session/connection would hijack its cancellation.
     if (inflight.has(id)) return rpcError(id, INVALID_REQUEST, 'Invalid Request: this id is already in flight');
     inflight.set(id, ctl);
-    const env: CallEnv = { agent, signal: ctl.signal, progress };
+    // The client's capabilities: from its session's initialize, or (2026-07-28) from this request's _meta.
+    const caps =
+      session?.clientCapabilities ??
+      (((params?._meta as Record<string, unknown> | undefined)?.['io.modelcontextprotocol/clientCapabilities'] ??
+        {}) as Record<string, unknown>);
+    const env: CallEnv = {
+      agent,
+      endpoint,
+      signal: ctl.signal,
+      progress,
+      ...(ask ? { ask: (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps) } : {}),
+      ...(session
+        ? {
+            setLogLevel: (level: string) => {
+              session.logLevel = level;
+            },
+          }
+        : {}),
+    };
     try {
       const result = await handleRequest(this.opts.deps, env, method, params);
-      return { jsonrpc: '2.0', id, result: modern ? { ...result, resultType: 'complete' } : result };
+      if (!modern) return { jsonrpc: '2.0', id, result };
+      const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
+      return { jsonrpc: '2.0', id, result: { ...hinted, resultType: 'complete' } };
     } catch (err) {
-      if (err instanceof RpcError) return rpcError(id, err.code, err.message);
+      if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
       this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
       return rpcError(id, -32603, 'Internal error');
     } finally {

@@ -4,7 +4,7 @@
 import type { Catalog } from '../catalog/catalog.js';
 import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
-import type { UpstreamDirectory } from './upstream-directory.js';
+import { rewriteContentUris, type UpstreamDirectory } from './upstream-directory.js';
 
 export const SERVER_INFO = { name: 'toolbus', version: '0.1.0' } as const;
 export const MODERN_VERSION = '2026-07-28';
@@ -41,19 +41,66 @@ export const PARSE_ERROR = -32700;
 
 export interface CallEnv {
   agent: AgentIdentity;
+  /** The upstream this request addresses on /mcp/{upstream}; undefined on /mcp (every upstream, prefixed names). */
+  endpoint: string | undefined;
   /** Aborted when the agent cancels this request or goes away. */
   signal: AbortSignal;
   /** Sends a progress notification to the agent for this request, when the transport can. */
   progress: ((params: Record<string, unknown>) => void) | undefined;
+  /** Records the session's logging level (logging/setLevel); absent for session-less requests. */
+  setLogLevel?: (level: string) => void;
+  /** Sends a request to the agent on this call's stream and waits for its answer; absent when it cannot. */
+  ask?: (method: string, params: Record<string, unknown> | undefined) => Promise<Record<string, unknown>>;
 }
+
+/** RFC 5424 severities, least severe first, as MCP names them. */
+export const LOG_LEVELS = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
 
 export interface RpcDeps {
   catalog: Catalog;
   runner: CallRunner;
   directory: UpstreamDirectory;
   newOwner: () => string;
-  /** tools/list result per agent, rebuilt when the catalog changes. */
-  toolListFor: (agent: AgentIdentity) => { tools: Record<string, unknown>[] };
+  /** tools/list result per agent and endpoint, rebuilt when the catalog changes. */
+  toolListFor: (agent: AgentIdentity, endpoint: string | undefined) => { tools: Record<string, unknown>[] };
+  /** What an endpoint announces: capabilities and instructions (on /mcp/{upstream}, the upstream's own). */
+  describe: (endpoint: string | undefined) => EndpointDescription;
+}
+
+export interface EndpointDescription {
+  capabilities: Record<string, unknown>;
+  instructions: string;
+}
+
+/**
+ * The description of /mcp: toolbus's own instructions, then one titled block per upstream that has instructions of
+ * its own, so nothing an upstream tells its clients is lost when it sits behind the bus.
+ */
+export function aggregateDescription(
+  upstreams: readonly {
+    name: string;
+    capabilities: Record<string, unknown> | undefined;
+    instructions: string | undefined;
+  }[],
+): EndpointDescription {
+  const blocks = upstreams
+    .filter((u) => u.instructions)
+    .map((u) => `## ${u.name} (tools ${u.name}__*)\n${u.instructions}`);
+  const capabilities: Record<string, unknown> = { ...CAPABILITIES };
+  if (upstreams.some((u) => u.capabilities?.completions !== undefined)) capabilities.completions = {};
+  return { capabilities, instructions: [INSTRUCTIONS, ...blocks].join('\n\n') };
+}
+
+/** The description of /mcp/{upstream}: the upstream's capabilities (tools always) and its instructions verbatim. */
+export function upstreamDescription(
+  capabilities: Record<string, unknown> | undefined,
+  instructions: string | undefined,
+): EndpointDescription {
+  const caps: Record<string, unknown> = { ...(capabilities ?? {}), tools: { listChanged: true }, logging: {} };
+  for (const k of ['resources', 'prompts'] as const) {
+    if (caps[k] !== undefined) caps[k] = { ...(caps[k] as Record<string, unknown>), listChanged: true };
+  }
+  return { capabilities: caps, instructions: instructions ?? '' };
 }
 
 function negotiate(requested: unknown): string {
@@ -67,22 +114,41 @@ export function isModernRequest(params: Record<string, unknown> | undefined, met
   return typeof meta?.[PROTOCOL_VERSION_META] === 'string' && (meta[PROTOCOL_VERSION_META] as string) >= MODERN_VERSION;
 }
 
-export function initializeResult(params: Record<string, unknown> | undefined): Record<string, unknown> {
+export function initializeResult(
+  params: Record<string, unknown> | undefined,
+  d: EndpointDescription,
+): Record<string, unknown> {
   return {
     protocolVersion: negotiate(params?.protocolVersion),
-    capabilities: CAPABILITIES,
+    capabilities: d.capabilities,
     serverInfo: SERVER_INFO,
-    instructions: INSTRUCTIONS,
+    ...(d.instructions ? { instructions: d.instructions } : {}),
   };
 }
 
-export function discoverResult(): Record<string, unknown> {
+export function discoverResult(d: EndpointDescription): Record<string, unknown> {
   return {
     supportedVersions: SUPPORTED_VERSIONS,
-    capabilities: CAPABILITIES,
+    capabilities: d.capabilities,
     serverInfo: SERVER_INFO,
-    instructions: INSTRUCTIONS,
+    ...(d.instructions ? { instructions: d.instructions } : {}),
   };
+}
+
+/** Results the 2026-07-28 revision lets clients cache; toolbus's depend on the agent's allow-list, so: private. */
+export const CACHEABLE = new Set([
+  'server/discover',
+  'tools/list',
+  'prompts/list',
+  'resources/list',
+  'resources/templates/list',
+  'resources/read',
+]);
+
+/** Adds the caching hints a 2026 result must carry: the upstream's ttlMs if it gave one, else 0; always private. */
+export function withCacheHints(result: Record<string, unknown>): Record<string, unknown> {
+  const ttl = typeof result.ttlMs === 'number' && result.ttlMs >= 0 ? Math.floor(result.ttlMs) : 0;
+  return { ...result, ttlMs: ttl, cacheScope: 'private' };
 }
 
 export async function callTool(
@@ -97,13 +163,18 @@ export async function callTool(
     throw new RpcError(INVALID_PARAMS, 'tools/call params.arguments must be an object');
   }
   const meta = params?._meta as Record<string, unknown> | undefined;
-  // A name longer than any tool's is never looked up (resolve-tool answers not_found).
-  const tool = name.length > 128 ? undefined : deps.catalog.get(name);
+  // On /mcp/{upstream} the agent names the upstream's own tool: the pipeline (allow-lists, keys, leases) still runs
+  // on the exposed name. A name longer than any tool's is never looked up (resolve-tool answers not_found).
+  const tooLong = name.length > 128;
+  let exposed = name;
+  if (env.endpoint !== undefined && !tooLong)
+    exposed = deps.catalog.byUpstreamName(env.endpoint, name)?.name ?? `${env.endpoint}__${name}`;
+  const tool = tooLong ? undefined : deps.catalog.get(exposed);
   const now = Date.now();
   const timeoutMs = tool?.timeoutMs ?? 60_000;
   const ctx: CallContext = {
     agent: env.agent,
-    toolName: name,
+    toolName: exposed,
     tool: undefined,
     args: rawArgs as Record<string, unknown>,
     meta,
@@ -117,12 +188,19 @@ export async function callTool(
     hardDeadline: now + (tool?.hardTimeoutMs ?? timeoutMs),
     signal: env.signal,
     onProgress: meta?.progressToken !== undefined ? env.progress : undefined,
+    asker: env.ask ? { agentId: env.agent.id, ask: env.ask } : undefined,
     beforeSend: undefined,
     dispatched: false,
     timedOut: false,
     outcome: 'pending',
   };
-  return deps.runner.run(ctx);
+  const result = await deps.runner.run(ctx);
+  // On /mcp, resource links in a result point at the bus's URIs so the agent can read them.
+  if (env.endpoint === undefined && tool && Array.isArray(result.content)) {
+    const content = rewriteContentUris(tool.upstream, result.content);
+    if (content !== result.content) return { ...result, content };
+  }
+  return result;
 }
 
 /** Dispatches one request method. Returns the JSON-RPC `result`, or throws RpcError. */
@@ -136,25 +214,30 @@ export async function handleRequest(
     case 'tools/call':
       return callTool(deps, env, params);
     case 'tools/list':
-      return deps.toolListFor(env.agent);
+      return deps.toolListFor(env.agent, env.endpoint);
     case 'initialize':
-      return initializeResult(params);
+      return initializeResult(params, deps.describe(env.endpoint));
     case 'server/discover':
-      return discoverResult();
+      return discoverResult(deps.describe(env.endpoint));
     case 'ping':
       return {};
     case 'logging/setLevel':
+      if (typeof params?.level !== 'string' || !LOG_LEVELS.includes(params.level))
+        throw new RpcError(INVALID_PARAMS, `logging/setLevel needs a level: one of ${LOG_LEVELS.join(', ')}`);
+      env.setLogLevel?.(params.level);
       return {};
+    case 'completion/complete':
+      return deps.directory.complete(env.agent, params, env.signal, env.endpoint);
     case 'resources/list':
-      return deps.directory.listResources(env.agent, env.signal);
+      return deps.directory.listResources(env.agent, env.signal, env.endpoint);
     case 'resources/templates/list':
-      return deps.directory.listResourceTemplates(env.agent, env.signal);
+      return deps.directory.listResourceTemplates(env.agent, env.signal, env.endpoint);
     case 'resources/read':
-      return deps.directory.readResource(env.agent, params, env.signal);
+      return deps.directory.readResource(env.agent, params, env.signal, env.endpoint);
     case 'prompts/list':
-      return deps.directory.listPrompts(env.agent, env.signal);
+      return deps.directory.listPrompts(env.agent, env.signal, env.endpoint);
     case 'prompts/get':
-      return deps.directory.getPrompt(env.agent, params, env.signal);
+      return deps.directory.getPrompt(env.agent, params, env.signal, env.endpoint);
     default:
       throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${method.slice(0, 100)}`);
   }

@@ -9,7 +9,13 @@ import type { AgentIdentity } from '../pipeline/context.js';
 export interface Session {
   readonly id: string;
   readonly agent: AgentIdentity;
+  /** The upstream of /mcp/{upstream} the session was opened on; undefined for /mcp. */
+  readonly endpoint: string | undefined;
   protocolVersion: string;
+  /** Set by logging/setLevel: upstream log messages at this level or above are sent to the session's streams. */
+  logLevel: string | undefined;
+  /** What the agent's client declared in initialize (sampling, elicitation, roots...). */
+  clientCapabilities: Record<string, unknown>;
   lastSeen: number;
   /** Open GET streams that receive server notifications. */
   readonly streams: Set<ServerResponse>;
@@ -57,7 +63,7 @@ export class SessionTable {
   }
 
   /** Opens a session, or returns null when the agent is at its cap and none of its sessions is idle. */
-  open(agent: AgentIdentity): Session | null {
+  open(agent: AgentIdentity, endpoint?: string): Session | null {
     let mine = this.perAgent.get(agent.id);
     if (mine && mine.size >= this.opts.maxPerAgent) {
       let oldest: Session | undefined;
@@ -69,7 +75,10 @@ export class SessionTable {
     const session: Session = {
       id: randomUUID(),
       agent,
+      endpoint,
       protocolVersion: '',
+      logLevel: undefined,
+      clientCapabilities: {},
       lastSeen: this.now(),
       streams: new Set(),
       inflight: new Map(),

@@ -1,8 +1,10 @@
-// Resources and prompts of the upstreams, relayed and namespaced like tools: prompts are `{upstream}__{prompt}`,
-// resource URIs become `toolbus://{upstream}/{original uri}` (a URI scheme may not hold `_`, so the name prefix used
-// for tools cannot be used for URIs). An agent sees a prompt when its allow-list matches `{upstream}__{prompt}`, the
-// same rule as for tools; it sees and reads an upstream's resources when its allow-list covers the whole upstream
-// (`*` or `{upstream}__*`), since a resource read names a URI, not a name an allow-list could match.
+// Resources, prompts and completions of the upstreams, relayed. On /mcp they are namespaced like tools: prompts are
+// `{upstream}__{prompt}`, resource URIs become `toolbus://{upstream}/{original uri}` (a URI scheme may not hold `_`,
+// so the name prefix used for tools cannot be used for URIs), and resource links inside results and prompts are
+// rewritten the same way so the agent can read them. On /mcp/{upstream} (an `endpoint`) everything keeps the
+// upstream's own names. An agent sees a prompt when its allow-list matches `{upstream}__{prompt}`, the same rule as
+// for tools; it sees and reads an upstream's resources when its allow-list covers the whole upstream (`*` or
+// `{upstream}__*`), since a resource read names a URI, not a name an allow-list could match.
 import type { AgentIdentity } from '../pipeline/context.js';
 import { UpstreamRpcError, UpstreamUnavailable } from '../upstreams/errors.js';
 import { INVALID_PARAMS, RpcError } from './rpc.js';
@@ -11,6 +13,7 @@ export interface DirectoryUpstream {
   name: string;
   ready: boolean;
   capabilities: Record<string, unknown> | undefined;
+  instructions: string | undefined;
   request(
     method: string,
     params: Record<string, unknown> | undefined,
@@ -32,6 +35,30 @@ export function unwrapUri(uri: string): { upstream: string; uri: string } | null
   return { upstream: rest.slice(0, slash), uri: rest.slice(slash + 1) };
 }
 
+/**
+ * Rewrites the resource URIs inside content blocks (resource links and embedded resources) to the bus's URIs, so an
+ * agent on /mcp can read what a tool result or a prompt points at. Returns the same array when nothing changed.
+ */
+export function rewriteContentUris(upstream: string, content: unknown): unknown {
+  if (!Array.isArray(content)) return content;
+  let changed = false;
+  const out = content.map((block: unknown) => {
+    if (block === null || typeof block !== 'object') return block;
+    const b = block as Record<string, unknown>;
+    if (b.type === 'resource_link' && typeof b.uri === 'string') {
+      changed = true;
+      return { ...b, uri: wrapUri(upstream, b.uri) };
+    }
+    const res = b.resource as Record<string, unknown> | undefined;
+    if (b.type === 'resource' && res && typeof res.uri === 'string') {
+      changed = true;
+      return { ...b, resource: { ...res, uri: wrapUri(upstream, res.uri) } };
+    }
+    return block;
+  });
+  return changed ? out : content;
+}
+
 const MAX_PAGES = 50;
 
 /** `{upstream}__*` as a literal name matches only the globs `*` and `{upstream}__*` (and wider ones). */
@@ -39,29 +66,39 @@ function mayReadResources(agent: AgentIdentity, upstream: string): boolean {
   return agent.allows(`${upstream}__*`);
 }
 
+type Renamer = (up: string, item: Record<string, unknown>) => Record<string, unknown>;
+
 export class UpstreamDirectory {
   constructor(private readonly upstreams: () => DirectoryUpstream[]) {}
 
+  /** The upstreams an endpoint serves: one on /mcp/{upstream}, every ready one on /mcp. */
+  private serving(endpoint: string | undefined): DirectoryUpstream[] {
+    const all = this.upstreams();
+    return endpoint === undefined ? all : all.filter((u) => u.name === endpoint);
+  }
+
   private async collect(
+    endpoint: string | undefined,
     capability: string,
     method: string,
     field: string,
     signal: AbortSignal,
-    rename: (up: string, item: Record<string, unknown>) => Record<string, unknown> | null,
+    rename: Renamer,
     visible: (up: string, item: Record<string, unknown>) => boolean,
   ): Promise<Record<string, unknown>> {
     const lists = await Promise.all(
-      this.upstreams()
+      this.serving(endpoint)
         .filter((u) => u.ready && u.capabilities?.[capability] !== undefined)
         .map(async (u) => {
           const items: Record<string, unknown>[] = [];
           let cursor: unknown;
           try {
+            // Every page is read: agents get the whole list in one answer.
             for (let page = 0; page < MAX_PAGES; page++) {
               const res = await u.request(method, cursor === undefined ? undefined : { cursor }, signal);
               for (const item of (res[field] as Record<string, unknown>[] | undefined) ?? []) {
-                const renamed = rename(u.name, item);
-                if (renamed && visible(u.name, item)) items.push(renamed);
+                if (!visible(u.name, item)) continue;
+                items.push(endpoint === undefined ? rename(u.name, item) : item);
               }
               cursor = res.nextCursor;
               if (typeof cursor !== 'string') break;
@@ -76,23 +113,21 @@ export class UpstreamDirectory {
     return { [field]: lists.flat() };
   }
 
-  listResources(agent: AgentIdentity, signal: AbortSignal) {
+  listResources(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      endpoint,
       'resources',
       'resources/list',
       'resources',
       signal,
-      (up, r) => ({
-        ...r,
-        uri: wrapUri(up, String(r.uri)),
-        name: `${up}__${String(r.name ?? '')}`,
-      }),
+      (up, r) => ({ ...r, uri: wrapUri(up, String(r.uri)), name: `${up}__${String(r.name ?? '')}` }),
       (up) => mayReadResources(agent, up),
     );
   }
 
-  listResourceTemplates(agent: AgentIdentity, signal: AbortSignal) {
+  listResourceTemplates(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      endpoint,
       'resources',
       'resources/templates/list',
       'resourceTemplates',
@@ -106,16 +141,14 @@ export class UpstreamDirectory {
     );
   }
 
-  listPrompts(agent: AgentIdentity, signal: AbortSignal) {
+  listPrompts(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      endpoint,
       'prompts',
       'prompts/list',
       'prompts',
       signal,
-      (up, p) => ({
-        ...p,
-        name: `${up}__${String(p.name ?? '')}`,
-      }),
+      (up, p) => ({ ...p, name: `${up}__${String(p.name ?? '')}` }),
       (up, p) => agent.allows(`${up}__${String(p.name ?? '')}`),
     );
   }
@@ -124,34 +157,109 @@ export class UpstreamDirectory {
     return this.upstreams().find((u) => u.name === name);
   }
 
-  async readResource(agent: AgentIdentity, params: Record<string, unknown> | undefined, signal: AbortSignal) {
+  /** `{upstream}__{name}` on /mcp, `{name}` on /mcp/{upstream} → the upstream and its own name. */
+  private resolveName(name: string, endpoint: string | undefined): { up: DirectoryUpstream; name: string } | undefined {
+    if (endpoint !== undefined) {
+      const up = this.find(endpoint);
+      return up ? { up, name } : undefined;
+    }
+    const sep = name.indexOf('__');
+    const up = sep > 0 ? this.find(name.slice(0, sep)) : undefined;
+    return up ? { up, name: name.slice(sep + 2) } : undefined;
+  }
+
+  /** The bus's URI (or the upstream's own, on /mcp/{upstream}) → the upstream and its URI. */
+  private resolveUri(uri: string, endpoint: string | undefined): { up: DirectoryUpstream; uri: string } | undefined {
+    if (endpoint !== undefined) {
+      const up = this.find(endpoint);
+      return up ? { up, uri } : undefined;
+    }
+    const parts = unwrapUri(uri);
+    const up = parts ? this.find(parts.upstream) : undefined;
+    return up && parts ? { up, uri: parts.uri } : undefined;
+  }
+
+  async readResource(
+    agent: AgentIdentity,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+    endpoint?: string,
+  ) {
     const uri = params?.uri;
     if (typeof uri !== 'string') throw new RpcError(INVALID_PARAMS, 'resources/read needs params.uri');
-    const parts = unwrapUri(uri);
-    const up = parts && this.find(parts.upstream);
-    if (!parts || !up || !mayReadResources(agent, up.name)) throw new RpcError(-32002, `Resource not found: ${uri}`);
-    const res = await this.relay(up, 'resources/read', { ...params, uri: parts.uri }, signal);
+    const target = this.resolveUri(uri, endpoint);
+    if (!target || !mayReadResources(agent, target.up.name))
+      throw new RpcError(-32002, `Resource not found: ${uri.slice(0, 200)}`, { uri });
+    const res = await this.relay(target.up, 'resources/read', { ...params, uri: target.uri }, signal);
+    if (endpoint !== undefined) return res;
     const contents = (res.contents as Record<string, unknown>[] | undefined) ?? [];
     return {
       ...res,
-      contents: contents.map((c) => ({ ...c, uri: typeof c.uri === 'string' ? wrapUri(up.name, c.uri) : c.uri })),
+      contents: contents.map((c) => ({
+        ...c,
+        uri: typeof c.uri === 'string' ? wrapUri(target.up.name, c.uri) : c.uri,
+      })),
     };
   }
 
-  async getPrompt(agent: AgentIdentity, params: Record<string, unknown> | undefined, signal: AbortSignal) {
+  async getPrompt(
+    agent: AgentIdentity,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+    endpoint?: string,
+  ) {
     const name = params?.name;
     if (typeof name !== 'string') throw new RpcError(INVALID_PARAMS, 'prompts/get needs params.name');
-    const sep = name.indexOf('__');
-    const up = sep > 0 ? this.find(name.slice(0, sep)) : undefined;
-    if (!up || !agent.allows(name)) throw new RpcError(INVALID_PARAMS, `Unknown prompt: ${name}`);
-    return this.relay(up, 'prompts/get', { ...params, name: name.slice(sep + 2) }, signal);
+    const target = this.resolveName(name, endpoint);
+    if (!target || !agent.allows(`${target.up.name}__${target.name}`))
+      throw new RpcError(INVALID_PARAMS, `Unknown prompt: ${name.slice(0, 200)}`);
+    const res = await this.relay(target.up, 'prompts/get', { ...params, name: target.name }, signal);
+    if (endpoint !== undefined || !Array.isArray(res.messages)) return res;
+    const messages = (res.messages as Record<string, unknown>[]).map((m) => {
+      const content = m.content;
+      if (Array.isArray(content)) return { ...m, content: rewriteContentUris(target.up.name, content) };
+      if (content && typeof content === 'object') {
+        const [one] = rewriteContentUris(target.up.name, [content]) as unknown[];
+        return { ...m, content: one };
+      }
+      return m;
+    });
+    return { ...res, messages };
+  }
+
+  /** completion/complete: the ref names a prompt or a resource template; it is rewritten to the upstream's own. */
+  async complete(
+    agent: AgentIdentity,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+    endpoint?: string,
+  ) {
+    const ref = params?.ref as Record<string, unknown> | undefined;
+    if (!ref || typeof ref.type !== 'string')
+      throw new RpcError(INVALID_PARAMS, 'completion/complete needs params.ref');
+    let up: DirectoryUpstream | undefined;
+    let upstreamRef: Record<string, unknown>;
+    if (ref.type === 'ref/prompt' && typeof ref.name === 'string') {
+      const target = this.resolveName(ref.name, endpoint);
+      if (target && agent.allows(`${target.up.name}__${target.name}`)) up = target.up;
+      upstreamRef = { ...ref, name: target?.name };
+    } else if (ref.type === 'ref/resource' && typeof ref.uri === 'string') {
+      const target = this.resolveUri(ref.uri, endpoint);
+      if (target && mayReadResources(agent, target.up.name)) up = target.up;
+      upstreamRef = { ...ref, uri: target?.uri };
+    } else {
+      throw new RpcError(INVALID_PARAMS, `completion/complete: unknown ref type ${String(ref.type).slice(0, 40)}`);
+    }
+    if (!up || up.capabilities?.completions === undefined)
+      throw new RpcError(INVALID_PARAMS, 'completion/complete: no such prompt or resource template');
+    return this.relay(up, 'completion/complete', { ...params, ref: upstreamRef }, signal);
   }
 
   private async relay(up: DirectoryUpstream, method: string, params: Record<string, unknown>, signal: AbortSignal) {
     try {
       return await up.request(method, params, signal);
     } catch (err) {
-      if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message);
+      if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message, err.data);
       if (err instanceof UpstreamUnavailable)
         throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;

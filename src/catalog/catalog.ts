@@ -94,6 +94,12 @@ export class Catalog {
     return this.tools.get(name);
   }
 
+  /** The tool an upstream calls `upstreamTool`, whatever name it is exposed under on /mcp. */
+  byUpstreamName(upstream: string, upstreamTool: string): CatalogTool | undefined {
+    for (const t of this.tools.values()) if (t.upstream === upstream && t.upstreamTool === upstreamTool) return t;
+    return undefined;
+  }
+
   all(): IterableIterator<CatalogTool> {
     return this.tools.values();
   }

@@ -55,6 +55,8 @@ const upstreamCommon = {
     })
     .default({ initialDelayMs: 200, maxDelayMs: 10_000 }),
   tools: z.record(z.string(), ToolPolicySchema).default({}),
+  /** Roots offered to the upstream (roots/list). A shared upstream never gets an agent's roots. */
+  roots: z.array(z.strictObject({ uri: z.string().min(1), name: z.string().optional() })).optional(),
 };
 
 export const StdioUpstreamSchema = z.strictObject({

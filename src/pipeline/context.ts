@@ -2,6 +2,7 @@
 // the stages in order; nothing in it is specific to a transport.
 import type { CatalogTool } from '../catalog/catalog.js';
 import type { LeaseGrant } from '../store/contract.js';
+import type { ServerRequestAsker } from '../upstreams/connection.js';
 
 export type ToolResult = Record<string, unknown>;
 
@@ -46,6 +47,8 @@ export interface CallContext {
   hardDeadline: number;
   /** Aborted when the agent cancels (notifications/cancelled, closed connection). */
   readonly signal: AbortSignal;
+  /** Answers the upstream's sampling/elicitation requests made during this call, when the agent can. */
+  readonly asker: ServerRequestAsker | undefined;
   /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
   readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
   /** Run by forward right before the first byte goes upstream (idempotency persists `dispatched` here). */

@@ -22,6 +22,7 @@ import {
   UpstreamRpcError,
   UpstreamUnavailable,
 } from './errors.js';
+import { routeServerRequest, sniffServerRequests } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
@@ -35,7 +36,20 @@ export interface UpstreamRequestOptions {
   onProgress?: (params: Record<string, unknown>) => void;
   /** Called right before the request is handed to the transport (the "first byte" moment). */
   onSent?: () => void;
+  /**
+   * Who answers the upstream's own requests (sampling, elicitation) made while this request runs: the agent whose
+   * call this is. Only requests that carry one can be asked.
+   */
+  asker?: ServerRequestAsker;
 }
+
+/** An agent that can answer an upstream's request during its call (see server-requests.ts for the routing rule). */
+export interface ServerRequestAsker {
+  readonly agentId: string;
+  ask(method: string, params: Record<string, unknown> | undefined): Promise<Record<string, unknown>>;
+}
+
+type ServerRequest = { id: string | number; method: string; params?: Record<string, unknown> };
 
 type JsonRpc = {
   jsonrpc: '2.0';
@@ -51,8 +65,12 @@ interface Pending {
   reject: (err: unknown) => void;
   onProgress: ((params: Record<string, unknown>) => void) | undefined;
   progressToken: string | undefined;
+  asker: ServerRequestAsker | undefined;
   cleanup: () => void;
 }
+
+/** What toolbus offers upstreams as a client: it relays sampling and elicitation to agents, and answers roots. */
+const CLIENT_CAPABILITIES = { roots: { listChanged: false }, sampling: {}, elicitation: {} };
 
 const VERSION = '0.1.0';
 /** Safety net for a request whose answer never comes and whose caller set no deadline. */
@@ -75,6 +93,8 @@ function idsInBody(body: unknown): number[] {
 /** One transport and its in-flight requests: the unit that is started, drained and closed. */
 class Generation {
   private readonly pending = new Map<number, Pending>();
+  /** HTTP: the upstream's own request id → the id of our request on whose response stream it arrived. */
+  private readonly streamOrigin = new Map<string, number>();
   private readonly byToken = new Map<string, Pending>();
   private nextId = 1;
   closed = false;
@@ -144,6 +164,13 @@ class Generation {
     const declared = Number(res.headers.get('content-length') ?? Number.NaN);
     let seen = 0;
     const overflow = (bytes: number) => this.oversized(idsInBody(sentBody), bytes);
+    // Server requests arriving on a call's own SSE stream belong to that call: note which, before the SDK parses it.
+    const sniff = (res.headers.get('content-type') ?? '').includes('text/event-stream')
+      ? sniffServerRequests((serverId) => {
+          const [origin] = idsInBody(sentBody);
+          if (origin !== undefined) this.streamOrigin.set(serverId, origin);
+        })
+      : undefined;
     if (declared > limit) {
       void res.body.cancel().catch(() => {});
       overflow(declared);
@@ -158,6 +185,7 @@ class Generation {
             controller.error(new Error('result too large'));
             return;
           }
+          sniff?.(chunk);
           controller.enqueue(chunk);
         },
       }),
@@ -175,7 +203,11 @@ class Generation {
     await this.transport.start();
     const init = await this.request(
       'initialize',
-      { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'toolbus', version: VERSION } },
+      {
+        protocolVersion: LATEST_PROTOCOL_VERSION,
+        capabilities: CLIENT_CAPABILITIES,
+        clientInfo: { name: 'toolbus', version: VERSION },
+      },
       { timeoutMs },
     );
     this.capabilities = (init.capabilities as Record<string, unknown> | undefined) ?? {};
@@ -220,6 +252,7 @@ class Generation {
         reject,
         onProgress,
         progressToken,
+        asker: opts.asker,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -302,12 +335,7 @@ class Generation {
       return;
     }
     if (msg.method && msg.id !== undefined) {
-      // A request from the server. toolbus answers ping and does not relay sampling/elicitation/roots (yet).
-      const reply: JsonRpc =
-        msg.method === 'ping'
-          ? { jsonrpc: '2.0', id: msg.id, result: {} }
-          : { jsonrpc: '2.0', id: msg.id, error: { code: -32601, message: `toolbus does not relay ${msg.method}` } };
-      this.transport.send(reply as never).catch(() => {});
+      void this.answerServerRequest(msg as ServerRequest);
       return;
     }
     if (msg.method === 'notifications/progress') {
@@ -317,6 +345,33 @@ class Generation {
       return;
     }
     if (msg.method) this.onNotification?.(msg.method, msg.params);
+  }
+
+  /**
+   * A request from the upstream: ping and roots are answered here (roots from config, never from an agent); sampling
+   * and elicitation go to the agent whose call caused them (server-requests.ts decides which, or refuses).
+   */
+  private async answerServerRequest(msg: ServerRequest): Promise<void> {
+    const reply = (body: Pick<JsonRpc, 'result' | 'error'>) =>
+      this.transport.send({ jsonrpc: '2.0', id: msg.id, ...body } as never).catch(() => {});
+    if (msg.method === 'ping') return reply({ result: {} });
+    if (msg.method === 'roots/list') return reply({ result: { roots: this.cfg.roots ?? [] } });
+    const origin = this.streamOrigin.get(String(msg.id));
+    this.streamOrigin.delete(String(msg.id));
+    const askers = [...this.pending.entries()]
+      .filter(([, p]) => p.asker !== undefined)
+      .map(([id, p]) => ({ requestId: id, asker: p.asker! }));
+    const route = routeServerRequest(msg.method, origin, askers);
+    if (!route.ok) {
+      if (route.warn) this.logger?.warn({ method: msg.method }, route.message);
+      return reply({ error: { code: -32603, message: route.message } });
+    }
+    try {
+      return reply({ result: await route.asker.ask(msg.method, msg.params) });
+    } catch (err) {
+      const code = typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -32603;
+      return reply({ error: { code, message: (err as Error).message } });
+    }
   }
 
   /** Rejects everything in flight as lost (it was written: its outcome is unknown) and reports the generation closed. */

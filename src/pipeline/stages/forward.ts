@@ -100,6 +100,7 @@ export function forward(services: PipelineServices): Stage {
       const result = await runtime.connection.request('tools/call', params, {
         signal: wire.signal,
         onProgress,
+        ...(ctx.asker ? { asker: ctx.asker } : {}),
         onSent: () => {
           ctx.dispatched = true;
         },
