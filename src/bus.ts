@@ -22,6 +22,7 @@ import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
 import { CircuitBreaker } from './upstreams/circuit-breaker.js';
 import { UpstreamConnection } from './upstreams/connection.js';
+import { upstreamAuthFor } from './upstreams/oauth/index.js';
 
 export interface BusOptions {
   host?: string;
@@ -168,7 +169,9 @@ export class Bus {
   }
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
-    const connection = new UpstreamConnection(name, ucfg, { logger: this.logger.child({ upstream: name }) });
+    const logger = this.logger.child({ upstream: name });
+    const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger);
+    const connection = new UpstreamConnection(name, ucfg, { logger, auth });
     const breaker = new CircuitBreaker({ failures: ucfg.circuitBreaker.failures, openMs: ucfg.circuitBreaker.openMs });
     const queue = new AdmissionQueue({
       upstream: name,

@@ -5,6 +5,8 @@ import { runCheck } from './check.js';
 import { runClientConfig } from './client-config.js';
 import { runConnect } from './connect.js';
 import { runInit } from './init.js';
+import { runLogin } from './login.js';
+import { runLogout } from './logout.js';
 import { runServe } from './serve.js';
 
 const USAGE = `usage: toolbus <command> [options]
@@ -16,6 +18,8 @@ commands:
   client-config  --agent ID [--config FILE] [--url URL]          print the .mcp.json entry for an agent
   connect        --url URL [--token-env NAME]                    stdio bridge to a running bus
   audit          [--config FILE] [--since 1h|ISO] [--tool NAME] [--limit N] [--json]   show the write audit trail
+  login NAME     [--config FILE] [--no-browser]                  log in once to an OAuth upstream (tokens to the store)
+  logout NAME    [--config FILE]                                 forget an OAuth upstream's stored tokens
 `;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
@@ -25,6 +29,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   'client-config': runClientConfig,
   connect: runConnect,
   audit: runAudit,
+  login: runLogin,
+  logout: runLogout,
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -8,9 +8,12 @@ import { LATEST_PROTOCOL_VERSION, SdkHttpError, StreamableHTTPClientTransport } 
 import { getDefaultEnvironment, StdioClientTransport } from '@modelcontextprotocol/client/stdio';
 import type { Logger } from 'pino';
 import { type HttpUpstreamConfig, isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
+import { BusError } from '../errors.js';
 import { parseRetryAfter, UpstreamLost, UpstreamRateLimited, UpstreamRpcError, UpstreamUnavailable } from './errors.js';
+import type { UpstreamAuth } from './oauth/upstream-auth.js';
 
-export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
+/** `needs_login`: an OAuth upstream whose grant is gone until an operator runs `toolbus login NAME`. */
+export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed' | 'needs_login';
 
 export interface UpstreamRequestOptions {
   /** Abort → notifications/cancelled goes upstream and the call rejects with the signal's reason. */
@@ -65,6 +68,7 @@ class Generation {
     /** Mutable for HTTP upstreams only: a rotated header applies to the next request. */
     public cfg: UpstreamConfig,
     private readonly logger: Logger | undefined,
+    private readonly auth?: UpstreamAuth,
   ) {
     if (isStdioUpstream(cfg)) {
       const transport = new StdioClientTransport({
@@ -99,7 +103,8 @@ class Generation {
   private async fetchWithHeaders(url: string | URL, init?: RequestInit): Promise<Response> {
     const headers = new Headers(init?.headers);
     for (const [k, v] of Object.entries((this.cfg as HttpUpstreamConfig).headers)) headers.set(k, v);
-    const res = await fetch(url, { ...init, headers });
+    // OAuth upstreams: bearer token injected, one refresh and one resend on a 401 (src/upstreams/oauth/).
+    const res = this.auth ? await this.auth.fetch(url, { ...init, headers }) : await fetch(url, { ...init, headers });
     if (res.status === 429) this.lastRetryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
     return res;
   }
@@ -166,6 +171,8 @@ class Generation {
   }
 
   private sendFailure(err: unknown): Error {
+    // Refused before anything was sent (needs_login, a failed token refresh): passed on as it is.
+    if (err instanceof BusError || err instanceof UpstreamUnavailable) return err;
     if (err instanceof SdkHttpError) {
       const status = err.status;
       if (status === 429) return new UpstreamRateLimited(this.name, this.lastRetryAfterMs);
@@ -284,12 +291,13 @@ export class UpstreamConnection extends EventEmitter {
   constructor(
     readonly name: string,
     private cfg: UpstreamConfig,
-    private readonly opts: { logger?: Logger } = {},
+    private readonly opts: { logger?: Logger; auth?: UpstreamAuth | undefined } = {},
   ) {
     super();
   }
 
   get state(): UpstreamState {
+    if (this.opts.auth?.needsLogin && this._state !== 'closed') return 'needs_login';
     return this._state;
   }
 
@@ -347,7 +355,7 @@ export class UpstreamConnection extends EventEmitter {
   }
 
   private spawn(cfg: UpstreamConfig): Generation {
-    const gen = new Generation(this.name, cfg, this.opts.logger);
+    const gen = new Generation(this.name, cfg, this.opts.logger, this.opts.auth);
     gen.onNotification = (method, params) => this.emit('notification', method, params);
     gen.onClosed = (g) => {
       if (g !== this.current) return;
@@ -399,6 +407,7 @@ export class UpstreamConnection extends EventEmitter {
     opts?: UpstreamRequestOptions,
   ): Promise<Record<string, unknown>> {
     const gen = this.current;
+    if (this.opts.auth?.needsLogin) return Promise.reject(this.opts.auth.needsLoginError());
     if (!gen?.ready || this._state !== 'ready') {
       const wait = Math.max(100, this.nextAttemptAt - Date.now());
       return Promise.reject(
@@ -454,6 +463,7 @@ export class UpstreamConnection extends EventEmitter {
 
   async close(): Promise<void> {
     this.stopped = true;
+    this.opts.auth?.close();
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     const gens = [this.current, ...this.draining].filter((g): g is Generation => g !== undefined);
