@@ -12,6 +12,10 @@ CREATE TABLE IF NOT EXISTS vault_blobs_v1 (
   value TEXT NOT NULL,
   version INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vault_seq_v1 (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vault_locks_v1 (
   name TEXT PRIMARY KEY,
   holder TEXT NOT NULL,
@@ -27,7 +31,7 @@ export class SqliteVault implements VaultStore {
   private readonly unlockStmt: Database.Statement<[string, string]>;
 
   constructor(
-    private readonly db: Database.Database,
+    db: Database.Database,
     private readonly now: () => number = Date.now,
   ) {
     db.exec(SCHEMA);
@@ -38,7 +42,10 @@ export class SqliteVault implements VaultStore {
       'INSERT INTO vault_blobs_v1 (name, value, version) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, version = excluded.version',
     );
     // Versions grow across deletes too: a blob written after a logout never reuses an old version number.
-    const maxVersion = db.prepare('SELECT max(version) AS v FROM vault_blobs_v1');
+    const lastVersion = db.prepare<[], { value: number }>('SELECT value FROM vault_seq_v1 WHERE id = 1');
+    const setVersion = db.prepare(
+      'INSERT INTO vault_seq_v1 (id, value) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET value = excluded.value',
+    );
     const getLock = db.prepare<[string], { holder: string; expires_at: number }>(
       'SELECT holder, expires_at FROM vault_locks_v1 WHERE name = ?',
     );
@@ -48,8 +55,8 @@ export class SqliteVault implements VaultStore {
     this.putTx = db.transaction((name: string, value: string, expected: number) => {
       const cur = this.getStmt.get(name)?.version ?? 0;
       if (cur !== expected) return null;
-      const top = (maxVersion.get() as { v: number | null }).v ?? 0;
-      const version = Math.max(top, cur, Math.floor(this.now())) + 1;
+      const version = Math.max(lastVersion.get()?.value ?? 0, cur) + 1;
+      setVersion.run(version);
       upsert.run(name, value, version);
       return version;
     });

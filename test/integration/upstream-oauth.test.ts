@@ -40,7 +40,11 @@ upstreams:
 `;
 }
 
-async function call(busUrl: string, agent: number, n: number): Promise<{ status: number; result?: ToolCallResult; text: string }> {
+async function call(
+  busUrl: string,
+  agent: number,
+  n: number,
+): Promise<{ status: number; result?: ToolCallResult; text: string }> {
   const r = await post(busUrl, `agent-token-${agent}`, {
     jsonrpc: '2.0',
     id: n,
@@ -52,7 +56,10 @@ async function call(busUrl: string, agent: number, n: number): Promise<{ status:
 }
 
 /** 24 agents, each calling in a loop (with a short pause, to spare the 2-core machine) until the time is up. */
-async function agentsCalling(busUrls: string[], ms: number): Promise<{ ok: number; failed: number; samples: string[] }> {
+async function agentsCalling(
+  busUrls: string[],
+  ms: number,
+): Promise<{ ok: number; failed: number; samples: string[] }> {
   const end = Date.now() + ms;
   let ok = 0;
   let failed = 0;
@@ -63,7 +70,8 @@ async function agentsCalling(busUrls: string[], ms: number): Promise<{ ok: numbe
       for (let n = 1; Date.now() < end && n < 100_000; n++) {
         const r = await call(url, i, n);
         // The exact text proves the reply carries the tool's answer and nothing else.
-        if (r.status === 200 && r.result?.isError !== true && r.result?.content?.[0]?.text === JSON.stringify({ n })) ok++;
+        if (r.status === 200 && r.result?.isError !== true && r.result?.content?.[0]?.text === JSON.stringify({ n }))
+          ok++;
         else {
           failed++;
           if (samples.length < 5) samples.push(r.text.slice(0, 400));
@@ -82,7 +90,9 @@ function assertNoToken(where: string, text: string, tokens: string[]): void {
 
 async function surfaces(bus: BusProcess): Promise<string> {
   const get = async (path: string) => (await fetch(`${new URL(bus.url).origin}${path}`)).text();
-  return [bus.stdout(), bus.stderr(), await get('/metrics'), await get('/api/dashboard'), await get('/readyz')].join('\n');
+  return [bus.stdout(), bus.stderr(), await get('/metrics'), await get('/api/dashboard'), await get('/readyz')].join(
+    '\n',
+  );
 }
 
 function refreshBounds(sinceLoginMs: number, loadMs: number): { min: number; max: number } {
@@ -143,12 +153,17 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     const loadMs = Date.now() - loadStart;
     const stats = await upstream.stats();
     const { min, max } = refreshBounds(Date.now() - loggedInAt, loadMs);
-    console.log(`sqlite: ${load.ok} calls ok, ${load.failed} failed, ${stats.refreshes} refreshes (expected ${min}..${max}), ${stats.reuseDetections} reuse detections`);
+    console.log(
+      `sqlite: ${load.ok} calls ok, ${load.failed} failed, ${stats.refreshes} refreshes (expected ${min}..${max}), ${stats.reuseDetections} reuse detections`,
+    );
     assert.equal(load.failed, 0, load.samples.join('\n'));
     assert.ok(load.ok > AGENTS * 10);
     assert.equal(stats.reuseDetections, 0);
     assert.equal(stats.refusedRefreshes, 0);
-    assert.ok(stats.refreshes >= min && stats.refreshes <= max, `${stats.refreshes} refreshes, expected ${min}..${max}`);
+    assert.ok(
+      stats.refreshes >= min && stats.refreshes <= max,
+      `${stats.refreshes} refreshes, expected ${min}..${max}`,
+    );
   });
 
   it('a 401 costs one refresh and one resend, not a failed call', async () => {
@@ -193,7 +208,9 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     const ready = await fetch(`${origin}/readyz`);
     assert.equal(ready.status, 503);
     assert.match(await ready.text(), /"remote":"needs_login"/);
-    const dash = (await (await fetch(`${origin}/api/dashboard`)).json()) as { upstreams: { name: string; state: string }[] };
+    const dash = (await (await fetch(`${origin}/api/dashboard`)).json()) as {
+      upstreams: { name: string; state: string }[];
+    };
     assert.equal(dash.upstreams.find((u) => u.name === 'remote')?.state, 'needs_login');
     assert.match(bus.stderr(), /toolbus login remote/);
 
@@ -237,12 +254,17 @@ describe('upstream OAuth on three Redis replicas', { timeout: 120_000 }, () => {
     const loadMs = Date.now() - loadStart;
     const stats = await upstream.stats();
     const { min, max } = refreshBounds(Date.now() - loggedInAt, loadMs);
-    console.log(`redis x3: ${load.ok} calls ok, ${load.failed} failed, ${stats.refreshes} refreshes (expected ${min}..${max}), ${stats.reuseDetections} reuse detections`);
+    console.log(
+      `redis x3: ${load.ok} calls ok, ${load.failed} failed, ${stats.refreshes} refreshes (expected ${min}..${max}), ${stats.reuseDetections} reuse detections`,
+    );
     assert.equal(load.failed, 0, load.samples.join('\n'));
     assert.ok(load.ok > AGENTS * 10);
     assert.equal(stats.reuseDetections, 0);
     assert.equal(stats.refusedRefreshes, 0);
-    assert.ok(stats.refreshes >= min && stats.refreshes <= max, `${stats.refreshes} refreshes, expected ${min}..${max}`);
+    assert.ok(
+      stats.refreshes >= min && stats.refreshes <= max,
+      `${stats.refreshes} refreshes, expected ${min}..${max}`,
+    );
     assert.equal(stats.codeExchanges, 1, 'one login for the cluster');
 
     const tokens = await upstream.issued();
@@ -272,7 +294,7 @@ describe('upstream OAuth, client_credentials', { timeout: 30_000 }, () => {
       config(
         '{ kind: memory }',
         upstream.mcpUrl,
-        '{ grant: client_credentials, clientId: machine, clientSecret: "${env:TB_MACHINE_SECRET}" }',
+        `{ grant: client_credentials, clientId: machine, clientSecret: "${'$'}{env:TB_MACHINE_SECRET}" }`,
       ),
       { env: { TB_MACHINE_SECRET: 'machine-secret-for-test' } },
     );

@@ -23,7 +23,8 @@ interface Callback {
   iss?: string;
 }
 
-const PAGE_OK = '<!doctype html><title>toolbus</title><p>Logged in. You can close this tab and return to the terminal.</p>';
+const PAGE_OK =
+  '<!doctype html><title>toolbus</title><p>Logged in. You can close this tab and return to the terminal.</p>';
 const PAGE_FAIL = '<!doctype html><title>toolbus</title><p>Login failed; see the terminal.</p>';
 
 /** Listens on 127.0.0.1 for the one redirect carrying our `state`; everything else is answered 404. */
@@ -52,7 +53,9 @@ function listenForRedirect(
       res.end(error || !code ? PAGE_FAIL : PAGE_OK);
       if (error || !code) {
         const desc = u.searchParams.get('error_description');
-        settle.fail(new Error(`the authorization server answered ${error ?? 'without a code'}${desc ? `: ${desc}` : ''}`));
+        settle.fail(
+          new Error(`the authorization server answered ${error ?? 'without a code'}${desc ? `: ${desc}` : ''}`),
+        );
         return;
       }
       const iss = u.searchParams.get('iss');

@@ -34,7 +34,11 @@ export async function discoverTarget(url: string, oauth: UpstreamOAuthConfig): P
       jsonrpc: '2.0',
       id: 0,
       method: 'initialize',
-      params: { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'toolbus', version: '0.1.0' } },
+      params: {
+        protocolVersion: LATEST_PROTOCOL_VERSION,
+        capabilities: {},
+        clientInfo: { name: 'toolbus', version: '0.1.0' },
+      },
     }),
     signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
   });
@@ -72,7 +76,8 @@ export async function resolveClient(
     return { client_id: oauth.clientId, ...(oauth.clientSecret ? { client_secret: oauth.clientSecret } : {}) };
   }
   const md = target.metadata as AuthorizationServerMetadata & { client_id_metadata_document_supported?: boolean };
-  if (oauth.clientMetadataUrl && md.client_id_metadata_document_supported) return { client_id: oauth.clientMetadataUrl };
+  if (oauth.clientMetadataUrl && md.client_id_metadata_document_supported)
+    return { client_id: oauth.clientMetadataUrl };
   if (!md.registration_endpoint) {
     throw new Error(
       'the authorization server offers neither dynamic client registration nor client ID metadata documents: set oauth.clientId',

@@ -23,6 +23,11 @@ export interface GrantRecord {
   refreshAt?: number;
 }
 
+/** Where an upstream's grant lives in the store's vault. */
+export function grantBlobName(upstream: string): string {
+  return `oauth/${upstream}`;
+}
+
 export interface HeldGrant {
   grant: GrantRecord;
   version: number;
@@ -37,7 +42,7 @@ export class TokenVault {
     private readonly store: VaultStore,
     private readonly key: Buffer,
   ) {
-    this.blobName = `oauth/${upstream}`;
+    this.blobName = grantBlobName(upstream);
     this.label = `toolbus-oauth:${upstream}`;
   }
 
@@ -51,7 +56,11 @@ export class TokenVault {
 
   /** Compare-and-set on the version read; null when somebody wrote in between. */
   async write(grant: GrantRecord, expectedVersion: number): Promise<HeldGrant | null> {
-    const version = await this.store.putBlob(this.blobName, seal(this.key, this.label, JSON.stringify(grant)), expectedVersion);
+    const version = await this.store.putBlob(
+      this.blobName,
+      seal(this.key, this.label, JSON.stringify(grant)),
+      expectedVersion,
+    );
     return version === null ? null : { grant, version };
   }
 

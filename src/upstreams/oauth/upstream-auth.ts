@@ -272,7 +272,8 @@ export class UpstreamAuth {
     try {
       held = await vault.read();
     } catch (err) {
-      if ((err as Error).name === 'StoreUnavailable') throw new UpstreamUnavailable(this.name, 1000, 'state store unreachable');
+      if ((err as Error).name === 'StoreUnavailable')
+        throw new UpstreamUnavailable(this.name, 1000, 'state store unreachable');
       this.logger?.warn('the stored upstream grant cannot be opened with this key; a new login is needed');
       return null;
     }
