@@ -170,7 +170,9 @@ export class Bus {
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
     const logger = this.logger.child({ upstream: name });
-    const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger);
+    const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger, () =>
+      this.metrics.upstreamTokenRequests.inc({ upstream: name }),
+    );
     const connection = new UpstreamConnection(name, ucfg, { logger, auth });
     const breaker = new CircuitBreaker({ failures: ucfg.circuitBreaker.failures, openMs: ucfg.circuitBreaker.openMs });
     const queue = new AdmissionQueue({

@@ -294,6 +294,15 @@ export class UpstreamConnection extends EventEmitter {
     private readonly opts: { logger?: Logger; auth?: UpstreamAuth | undefined } = {},
   ) {
     super();
+    // A new operator login ends needs_login: reconnect now rather than at the end of the restart backoff.
+    if (opts.auth) opts.auth.onLogin = () => this.retryNow();
+  }
+
+  private retryNow(): void {
+    if (!this.retryTimer || this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    void this.start();
   }
 
   get state(): UpstreamState {

@@ -7,12 +7,13 @@
 //   - a revoked grant turns the upstream to needs_login (structured error, /readyz, dashboard) until a new login;
 //   - no token in agent replies, logs, metrics, the dashboard, or in clear in the store.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { type BusProcess, startBus, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
+import { type BusProcess, CLI, startBus, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
 import { busErrorStrict, post, type ToolCallResult } from '../helpers/mcp-http.js';
 import { loginViaCli, type OAuthUpstream, startOAuthUpstream } from '../helpers/oauth.js';
 import { waitFor } from '../helpers/wait.js';
@@ -119,20 +120,16 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
 
   it('serve without a login: needs_login on /readyz, and the log says what to run', async () => {
     bus = await startBusWithConfig(file, { cwd: dir });
-    try {
-      const ready = await fetch(`${new URL(bus.url).origin}/readyz`);
-      assert.equal(ready.status, 503);
-      assert.equal(((await ready.json()) as { upstreams: Record<string, string> }).upstreams.remote, 'needs_login');
-      await waitFor(() => /"run":"toolbus login remote"/.test(bus.stderr()), 5000, 'the log line');
-      // Never connected, so its tools are not in the catalog yet: a call names no known tool.
-      const r = await call(bus.url, 0, 1);
-      assert.equal(busErrorStrict(r.result!).category, 'not_found');
-    } finally {
-      await bus.stop();
-    }
+    const ready = await fetch(`${new URL(bus.url).origin}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.equal(((await ready.json()) as { upstreams: Record<string, string> }).upstreams.remote, 'needs_login');
+    await waitFor(() => /"run":"toolbus login remote"/.test(bus.stderr()), 5000, 'the log line');
+    // Never connected, so its tools are not in the catalog yet: a call names no known tool.
+    const r = await call(bus.url, 0, 1);
+    assert.equal(busErrorStrict(r.result!).category, 'not_found');
   });
 
-  it('logs in once: the URL on a line of its own, a loopback redirect, tokens sealed in the store', async () => {
+  it('logs in once while the bus runs: URL on its own line, loopback redirect, picked up within seconds', async () => {
     const login = await loginViaCli(dir, file, 'remote');
     loggedInAt = Date.now();
     assert.equal(login.code, 0, login.stderr);
@@ -142,12 +139,12 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     assert.equal(stats.registrations, 1, 'registered by DCR');
     assert.equal(stats.codeExchanges, 1);
     const key = join(dir, '.toolbus/oauth.key');
-    assert.ok(existsSync(key));
     assert.equal(statSync(key).mode & 0o777, 0o600);
+    await waitFor(async () => (await call(bus.url, 0, 1)).result?.content?.[0]?.text === '{"n":1}', 5000, 'pick-up');
+    assert.ok(Date.now() - loggedInAt < 5000);
   });
 
   it('24 agents for 20 s: no failed call, no reuse, one refresh per expiry', async () => {
-    bus = await startBusWithConfig(file, { cwd: dir });
     const loadStart = Date.now();
     const load = await agentsCalling([bus.url], LOAD_MS);
     const loadMs = Date.now() - loadStart;
@@ -219,6 +216,16 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     await waitFor(async () => (await call(bus.url, 1, 7)).result?.content?.[0]?.text === '{"n":7}', 10_000, 'recovery');
     assert.equal((await upstream.stats()).reuseDetections, 0);
   });
+
+  it('logout forgets the tokens: the bus goes to needs_login at its next refresh', async () => {
+    const out = spawnSync(process.execPath, [CLI, 'logout', 'remote', '--config', file], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
+    assert.equal(out.status, 0, out.stderr);
+    const readyz = `${new URL(bus.url).origin}/readyz`;
+    await waitFor(async () => /"remote":"needs_login"/.test(await (await fetch(readyz)).text()), 5000, 'needs_login');
+  });
 });
 
 describe('upstream OAuth on three Redis replicas', { timeout: 120_000 }, () => {
@@ -266,6 +273,13 @@ describe('upstream OAuth on three Redis replicas', { timeout: 120_000 }, () => {
       `${stats.refreshes} refreshes, expected ${min}..${max}`,
     );
     assert.equal(stats.codeExchanges, 1, 'one login for the cluster');
+    // The replicas' own count agrees: together they made exactly the refreshes the server saw.
+    let made = 0;
+    for (const b of buses) {
+      const text = await (await fetch(`${new URL(b.url).origin}/metrics`)).text();
+      made += Number(/^toolbus_upstream_token_requests_total\{upstream="remote"\} (\d+)/m.exec(text)?.[1] ?? 0);
+    }
+    assert.equal(made, stats.refreshes);
 
     const tokens = await upstream.issued();
     for (const b of buses) assertNoToken('a replica', await surfaces(b), tokens);

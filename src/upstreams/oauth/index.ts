@@ -12,6 +12,7 @@ export function upstreamAuthFor(
   store: VaultStore,
   baseDir: string,
   logger?: Logger,
+  onTokenRequest?: () => void,
 ): UpstreamAuth | undefined {
   if (isStdioUpstream(cfg) || !cfg.oauth) return undefined;
   const oauth = cfg.oauth;
@@ -22,5 +23,6 @@ export function upstreamAuthFor(
     store,
     loadKey: () => loadSealingKey(keySource(oauth, baseDir), { create: oauth.grant === 'client_credentials' }),
     logger,
+    onTokenRequest,
   });
 }

@@ -44,6 +44,8 @@ export interface UpstreamAuthOptions {
   loadKey: () => Buffer;
   logger?: Logger | undefined;
   now?: () => number;
+  /** Counts each token request (refresh or client-credentials grant) this process makes, e.g. as a metric. */
+  onTokenRequest?: (() => void) | undefined;
 }
 
 export class UpstreamAuth {
@@ -63,6 +65,8 @@ export class UpstreamAuth {
   private closed = false;
   /** Token requests this process made (refreshes and client-credentials grants), for tests and the dashboard. */
   refreshes = 0;
+  /** Called when a new login ends needs_login (the connection reconnects at once). */
+  onLogin: (() => void) | undefined;
 
   constructor(private readonly opts: UpstreamAuthOptions) {
     this.name = opts.name;
@@ -171,6 +175,7 @@ export class UpstreamAuth {
       throw new UpstreamUnavailable(this.name, 1000, 'token request failed');
     }
     this.refreshes++;
+    this.opts.onTokenRequest?.();
     // The old refresh token is spent now: the new grant must be stored, so retry the write a few times.
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
@@ -335,6 +340,7 @@ export class UpstreamAuth {
       this.loginReason = undefined;
       this.adopt(held);
       this.logger?.info('found a new login for the upstream');
+      this.onLogin?.();
     } catch {
       // Key still missing or store unreachable: try again on the next tick.
     }
