@@ -88,6 +88,8 @@ export async function resolveClient(
     metadata: target.metadata,
     clientMetadata: {
       client_name: 'toolbus',
+      // SEP-837: a loopback-redirect client is a native application; a machine client with a secret is not.
+      application_type: confidential ? 'web' : 'native',
       redirect_uris: redirectUri ? [redirectUri] : [],
       grant_types: confidential ? ['client_credentials'] : ['authorization_code', 'refresh_token'],
       response_types: confidential ? [] : ['code'],
