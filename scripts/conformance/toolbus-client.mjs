@@ -89,7 +89,21 @@ async function serveAndCall() {
       tools = (await rpc('tools/list', {})).result?.tools ?? [];
       if (tools.length === 0) await new Promise((r) => setTimeout(r, 100));
     }
-    if (tools[0]) console.log(JSON.stringify(await rpc('tools/call', { name: tools[0].name, arguments: {} })));
+    if (!tools[0]) return;
+    const call = () => rpc('tools/call', { name: tools[0].name, arguments: {} });
+    let reply = await call();
+    console.log(JSON.stringify(reply));
+    // What an operator does when the bus reports needs_login (e.g. the upstream moved to another authorization
+    // server): log in again; the running bus picks the new grant up within a second.
+    if (reply.result?._meta?.['toolbus/error']?.code === 'needs_login' && !scenario.includes('client-credentials')) {
+      await login();
+      for (let i = 0; i < 30; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        reply = await call();
+        if (reply.result?._meta?.['toolbus/error']?.code !== 'needs_login') break;
+      }
+      console.log(JSON.stringify(reply));
+    }
   } finally {
     child.kill('SIGTERM');
     await exited;

@@ -84,18 +84,38 @@ export class UpstreamAuth {
 
   /** fetch with the bearer token; a 401 leads to one refresh and one resend (the upstream did nothing with it). */
   async fetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
-    const held = await this.usableGrant();
+    const held = await this.beforeSending(() => this.usableGrant());
     const headers = new Headers(init.headers);
     headers.set('authorization', `Bearer ${held.grant.accessToken}`);
     const res = await fetch(url, { ...init, headers });
     if (res.status !== 401) return res;
     await res.arrayBuffer().catch(() => undefined);
     this.logger?.info('upstream answered 401; refreshing the token once and resending');
-    let fresh = await this.refresh(held.version, true);
+    let fresh = await this.beforeSending(() => this.refresh(held.version, true));
     // We may have joined a refresh that found nothing due: this token was refused, so replace it regardless.
-    if (fresh.version === held.version) fresh = await this.refresh(held.version, true);
+    if (fresh.version === held.version) fresh = await this.beforeSending(() => this.refresh(held.version, true));
     headers.set('authorization', `Bearer ${fresh.grant.accessToken}`);
-    return fetch(url, { ...init, headers });
+    const again = await fetch(url, { ...init, headers });
+    if (again.status !== 401) return again;
+    // A token minted a moment ago is refused too: this grant is no good for the resource (revoked at the resource,
+    // or the upstream moved to another authorization server). Only a new login, which rediscovers, can fix that.
+    await again.arrayBuffer().catch(() => undefined);
+    this.enterNeedsLogin('the upstream refused a freshly refreshed token', fresh.version);
+    throw this.needsLoginError();
+  }
+
+  /**
+   * Getting a token happens before anything is sent: whatever goes wrong there (store unreachable, a bug) must reach
+   * the pipeline as "nothing was sent", never as a lost request (which would make a write outcome_unknown).
+   */
+  private async beforeSending<T>(get: () => Promise<T>): Promise<T> {
+    try {
+      return await get();
+    } catch (err) {
+      if (err instanceof UpstreamUnavailable || (err as Error)?.name === 'BusError') throw err;
+      this.logger?.warn({ err: (err as Error)?.message }, 'could not get an upstream token');
+      throw new UpstreamUnavailable(this.name, 1000, 'no usable token');
+    }
   }
 
   /** A grant whose access token may be sent now, refreshing first when it is about to expire. */
