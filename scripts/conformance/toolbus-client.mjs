@@ -82,28 +82,37 @@ async function serveAndCall() {
     });
     return res.json();
   };
-  try {
-    // The upstream connects in the background after a login; give it a moment.
-    let tools = [];
-    for (let i = 0; i < 50 && tools.length === 0; i++) {
-      tools = (await rpc('tools/list', {})).result?.tools ?? [];
-      if (tools.length === 0) await new Promise((r) => setTimeout(r, 100));
+  const origin = new URL(url).origin;
+  const needsLogin = async () => /"needs_login"/.test(await (await fetch(`${origin}/readyz`)).text());
+  const listTools = async () => {
+    for (let i = 0; i < 30; i++) {
+      const tools = (await rpc('tools/list', {})).result?.tools ?? [];
+      if (tools.length > 0 || (await needsLogin())) return tools;
+      await new Promise((r) => setTimeout(r, 100));
     }
-    if (!tools[0]) return;
-    const call = () => rpc('tools/call', { name: tools[0].name, arguments: {} });
-    let reply = await call();
+    return [];
+  };
+  const callFirst = async (tools) => {
+    // Unknown tools are writes to toolbus, so the call carries an idempotency key (the bus strips it).
+    const key = `conformance-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const reply = await rpc('tools/call', { name: tools[0].name, arguments: { idempotency_key: key } });
     console.log(JSON.stringify(reply));
-    // What an operator does when the bus reports needs_login (e.g. the upstream moved to another authorization
-    // server): log in again; the running bus picks the new grant up within a second.
-    if (reply.result?._meta?.['toolbus/error']?.code === 'needs_login' && !scenario.includes('client-credentials')) {
-      await login();
-      for (let i = 0; i < 30; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        reply = await call();
-        if (reply.result?._meta?.['toolbus/error']?.code !== 'needs_login') break;
-      }
-      console.log(JSON.stringify(reply));
-    }
+    return reply;
+  };
+  // What an operator does when the bus reports needs_login (the upstream wants more scopes, or moved to another
+  // authorization server): log in again; the running bus picks the new grant up within a second.
+  const relogin = async () => {
+    if (scenario.includes('client-credentials')) return false;
+    await login();
+    for (let i = 0; i < 30 && (await needsLogin()); i++) await new Promise((r) => setTimeout(r, 200));
+    return true;
+  };
+  try {
+    let tools = await listTools();
+    if (tools.length === 0 && (await needsLogin()) && (await relogin())) tools = await listTools();
+    if (tools.length === 0) return;
+    const reply = await callFirst(tools);
+    if (reply.result?._meta?.['toolbus/error']?.code === 'needs_login' && (await relogin())) await callFirst(tools);
   } finally {
     child.kill('SIGTERM');
     await exited;

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { isStdioUpstream } from '../config/schema.js';
 import { openVault } from '../store/vault-open.js';
-import { grantBlobName } from '../upstreams/oauth/token-vault.js';
+import { grantBlobName, wantedScopeBlobName } from '../upstreams/oauth/token-vault.js';
 import { defaultConfigPath } from './config-path.js';
 
 const HELP = `usage: toolbus logout NAME [--config FILE]
@@ -39,6 +39,7 @@ export async function runLogout(argv: string[]): Promise<number> {
   const { vault, close } = await openVault(loaded.config.store);
   try {
     await vault.deleteBlob(grantBlobName(name));
+    await vault.deleteBlob(wantedScopeBlobName(name));
   } finally {
     await close();
   }

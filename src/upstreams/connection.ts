@@ -294,12 +294,13 @@ export class UpstreamConnection extends EventEmitter {
     private readonly opts: { logger?: Logger; auth?: UpstreamAuth | undefined } = {},
   ) {
     super();
-    // A new operator login ends needs_login: reconnect now rather than at the end of the restart backoff.
-    if (opts.auth) opts.auth.onLogin = () => this.retryNow();
+    // needs_login is a state too (for /readyz, metrics, the catalog); a new login reconnects at once.
+    if (opts.auth) opts.auth.onChange = () => this.onAuthChange();
   }
 
-  private retryNow(): void {
-    if (!this.retryTimer || this.stopped) return;
+  private onAuthChange(): void {
+    this.emit('state', this.state);
+    if (this.opts.auth?.needsLogin || !this.retryTimer || this.stopped) return;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     void this.start();

@@ -80,7 +80,8 @@ function listenForRedirect(
 /** Runs the whole flow and stores the grant; resolves with what was stored. */
 export async function loginWithAuthorizationCode(opts: LoginOptions): Promise<HeldGrant> {
   const { oauth, url } = opts;
-  const target = await discoverTarget(url, oauth);
+  // Scopes the upstream asked for since the last login (403 insufficient_scope) are asked for now as well.
+  const target = await discoverTarget(url, oauth, await opts.vault.wantedScope());
   const state = randomBytes(16).toString('base64url');
   const listener = await listenForRedirect(oauth.redirectPort, state);
   try {

@@ -23,8 +23,21 @@ export interface AuthorizationTarget {
 
 const PROBE_TIMEOUT_MS = 10_000;
 
-/** Asks the upstream without credentials; a protected one answers 401 and says where its metadata is. */
-export async function discoverTarget(url: string, oauth: UpstreamOAuthConfig): Promise<AuthorizationTarget> {
+/** Space-separated scope lists merged, each scope once, in first-seen order. */
+export function unionScopes(...lists: (string | undefined)[]): string | undefined {
+  const all = new Set(lists.flatMap((l) => (l ? l.split(/\s+/).filter(Boolean) : [])));
+  return all.size > 0 ? [...all].join(' ') : undefined;
+}
+
+/**
+ * Asks the upstream without credentials; a protected one answers 401 and says where its metadata is. `extraScope`:
+ * scopes the upstream asked for later (step-up, remembered by the bus), added to the usual choice.
+ */
+export async function discoverTarget(
+  url: string,
+  oauth: UpstreamOAuthConfig,
+  extraScope?: string,
+): Promise<AuthorizationTarget> {
   let resourceMetadataUrl: URL | undefined;
   let challengeScope: string | undefined;
   const probe = await fetch(url, {
@@ -42,12 +55,29 @@ export async function discoverTarget(url: string, oauth: UpstreamOAuthConfig): P
     }),
     signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
   });
-  if (probe.status === 401) {
-    const params = extractWWWAuthenticateParams(probe);
+  let challenge = probe.status === 401 ? probe : undefined;
+  const session = probe.headers.get('mcp-session-id');
+  await probe.arrayBuffer().catch(() => undefined);
+  if (!challenge && probe.ok) {
+    // Some servers let the handshake through and protect the calls: ask for the tools to see their challenge.
+    const listed = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        ...(session ? { 'mcp-session-id': session } : {}),
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+      signal: AbortSignal.timeout(PROBE_TIMEOUT_MS),
+    });
+    if (listed.status === 401) challenge = listed;
+    await listed.arrayBuffer().catch(() => undefined);
+  }
+  if (challenge) {
+    const params = extractWWWAuthenticateParams(challenge);
     resourceMetadataUrl = params.resourceMetadataUrl;
     challengeScope = params.scope;
   }
-  await probe.arrayBuffer().catch(() => undefined);
   const info = await discoverOAuthServerInfo(url, resourceMetadataUrl ? { resourceMetadataUrl } : {});
   if (!info.authorizationServerMetadata) {
     throw new Error(`no authorization server metadata found for ${info.authorizationServerUrl}`);
@@ -56,8 +86,9 @@ export async function discoverTarget(url: string, oauth: UpstreamOAuthConfig): P
   if (advertised && !checkResourceAllowed({ requestedResource: url, configuredResource: advertised })) {
     throw new Error(`the upstream's resource metadata names another resource (${advertised})`);
   }
-  const scope =
+  const base =
     oauth.scopes?.join(' ') ?? challengeScope ?? info.resourceMetadata?.scopes_supported?.join(' ') ?? undefined;
+  const scope = unionScopes(base, extraScope);
   return {
     authorizationServerUrl: info.authorizationServerUrl,
     metadata: info.authorizationServerMetadata,

@@ -28,6 +28,11 @@ export function grantBlobName(upstream: string): string {
   return `oauth/${upstream}`;
 }
 
+/** Scopes an upstream asked for with `403 insufficient_scope` (step-up); not secret, kept apart from the grant. */
+export function wantedScopeBlobName(upstream: string): string {
+  return `oauth/${upstream}/wanted-scope`;
+}
+
 export interface HeldGrant {
   grant: GrantRecord;
   version: number;
@@ -72,6 +77,19 @@ export class TokenVault {
       if (held) return held;
     }
     throw new Error('the stored grant keeps changing; try again');
+  }
+
+  async wantedScope(): Promise<string | undefined> {
+    return (await this.store.getBlob(wantedScopeBlobName(this.upstream)))?.value || undefined;
+  }
+
+  /** Remembers more scopes for the next login (a separate blob: never races a refresh writing the grant). */
+  async addWantedScope(scope: string, merge: (a: string | undefined, b: string) => string): Promise<void> {
+    const name = wantedScopeBlobName(this.upstream);
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const cur = await this.store.getBlob(name);
+      if ((await this.store.putBlob(name, merge(cur?.value, scope), cur?.version ?? 0)) !== null) return;
+    }
   }
 
   forget(): Promise<void> {

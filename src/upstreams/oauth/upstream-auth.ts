@@ -12,12 +12,18 @@
 // Tokens live in memory here and sealed in the store (token-vault.ts); they never reach a log line or an error.
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClientCredentialsProvider, fetchToken, OAuthError, refreshAuthorization } from '@modelcontextprotocol/client';
+import {
+  ClientCredentialsProvider,
+  extractWWWAuthenticateParams,
+  fetchToken,
+  OAuthError,
+  refreshAuthorization,
+} from '@modelcontextprotocol/client';
 import type { Logger } from 'pino';
 import type { BusError } from '../../errors.js';
 import type { VaultStore } from '../../store/contract.js';
 import { UpstreamUnavailable } from '../errors.js';
-import { discoverTarget } from './discovery.js';
+import { discoverTarget, unionScopes } from './discovery.js';
 import { needsLoginError } from './needs-login.js';
 import type { UpstreamOAuthConfig } from './schema.js';
 import { SealingKeyMissing } from './sealing.js';
@@ -65,8 +71,8 @@ export class UpstreamAuth {
   private closed = false;
   /** Token requests this process made (refreshes and client-credentials grants), for tests and the dashboard. */
   refreshes = 0;
-  /** Called when a new login ends needs_login (the connection reconnects at once). */
-  onLogin: (() => void) | undefined;
+  /** Called when needs_login begins or ends (the connection reports its state, and reconnects after a login). */
+  onChange: (() => void) | undefined;
 
   constructor(private readonly opts: UpstreamAuthOptions) {
     this.name = opts.name;
@@ -88,6 +94,7 @@ export class UpstreamAuth {
     const headers = new Headers(init.headers);
     headers.set('authorization', `Bearer ${held.grant.accessToken}`);
     const res = await fetch(url, { ...init, headers });
+    if (res.status === 403) return this.checkStepUp(res);
     if (res.status !== 401) return res;
     await res.arrayBuffer().catch(() => undefined);
     this.logger?.info('upstream answered 401; refreshing the token once and resending');
@@ -96,11 +103,32 @@ export class UpstreamAuth {
     if (fresh.version === held.version) fresh = await this.beforeSending(() => this.refresh(held.version, true));
     headers.set('authorization', `Bearer ${fresh.grant.accessToken}`);
     const again = await fetch(url, { ...init, headers });
+    if (again.status === 403) return this.checkStepUp(again);
     if (again.status !== 401) return again;
     // A token minted a moment ago is refused too: this grant is no good for the resource (revoked at the resource,
     // or the upstream moved to another authorization server). Only a new login, which rediscovers, can fix that.
     await again.arrayBuffer().catch(() => undefined);
     this.enterNeedsLogin('the upstream refused a freshly refreshed token', fresh.version);
+    throw this.needsLoginError();
+  }
+
+  /**
+   * `403 insufficient_scope`: the upstream wants more scopes (step-up). That takes a person at the authorization
+   * page, which a headless bus cannot start mid-call: the scopes are remembered for the next `toolbus login` and the
+   * upstream goes to needs_login. The request was refused, so nothing was done. Any other 403 passes through.
+   */
+  private async checkStepUp(res: Response): Promise<Response> {
+    const challenge = extractWWWAuthenticateParams(res);
+    if (challenge.error !== 'insufficient_scope') return res;
+    await res.arrayBuffer().catch(() => undefined);
+    const held = this.held;
+    const wanted = unionScopes(held?.grant.scope, challenge.scope) ?? '';
+    if (wanted) {
+      await this.openVault()
+        .addWantedScope(wanted, (a, b) => unionScopes(a, b) ?? b)
+        .catch((err: unknown) => this.logger?.warn({ err: (err as Error).message }, 'could not remember the scopes'));
+    }
+    this.enterNeedsLogin(`the upstream needs more scopes (${challenge.scope ?? 'unspecified'})`, held?.version ?? 0);
     throw this.needsLoginError();
   }
 
@@ -336,7 +364,8 @@ export class UpstreamAuth {
   }
 
   private enterNeedsLogin(reason: string, failedVersion: number): void {
-    if (this.loginReason === undefined) {
+    const entering = this.loginReason === undefined;
+    if (entering) {
       this.logger?.warn({ reason, run: `toolbus login ${this.name}` }, 'upstream needs an operator to log in');
     }
     this.loginReason = reason;
@@ -344,6 +373,7 @@ export class UpstreamAuth {
     this.held = undefined;
     clearTimeout(this.refreshTimer);
     this.refreshTimer = undefined;
+    if (entering) this.onChange?.();
     if (this.pollTimer || this.closed) return;
     this.pollTimer = setInterval(() => void this.checkForLogin(), LOGIN_POLL_MS);
     this.pollTimer.unref();
@@ -360,7 +390,7 @@ export class UpstreamAuth {
       this.loginReason = undefined;
       this.adopt(held);
       this.logger?.info('found a new login for the upstream');
-      this.onLogin?.();
+      this.onChange?.();
     } catch {
       // Key still missing or store unreachable: try again on the next tick.
     }
