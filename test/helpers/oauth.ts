@@ -14,6 +14,7 @@ export interface OAuthStats {
   reuseDetections: number;
   refusedRefreshes: number;
   unauthorized: number;
+  insufficientScope: number;
   calls: number;
 }
 

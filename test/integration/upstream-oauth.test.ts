@@ -217,6 +217,35 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     assert.equal((await upstream.stats()).reuseDetections, 0);
   });
 
+  it('step-up: a 403 insufficient_scope is needs_login, and the next login asks for the wanted scope', async () => {
+    const r = await post(bus.url, 'agent-token-0', {
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'tools/call',
+      params: { name: 'remote__admin_echo', arguments: { n: 5 } },
+    });
+    const err = busErrorStrict((r.body as { result: ToolCallResult }).result);
+    assert.equal(err.code, 'needs_login');
+    assert.match(bus.stderr(), /needs more scopes \(tools admin\)/);
+    assert.equal((await upstream.stats()).insufficientScope, 1);
+    const login = await loginViaCli(dir, file, 'remote');
+    assert.equal(login.code, 0, login.stderr);
+    assert.match(login.stdout, /[?&]scope=tools(\+|%20)admin(&|$)/m);
+    await waitFor(
+      async () => {
+        const again = await post(bus.url, 'agent-token-0', {
+          jsonrpc: '2.0',
+          id: 2,
+          method: 'tools/call',
+          params: { name: 'remote__admin_echo', arguments: { n: 6 } },
+        });
+        return (again.body as { result?: ToolCallResult }).result?.content?.[0]?.text === '{"n":6}';
+      },
+      10_000,
+      'the stepped-up call',
+    );
+  });
+
   it('logout forgets the tokens: the bus goes to needs_login at its next refresh', async () => {
     const out = spawnSync(process.execPath, [CLI, 'logout', 'remote', '--config', file], {
       cwd: dir,
