@@ -207,9 +207,15 @@ export class UpstreamAuth {
   /** The token request itself, under the lock. */
   private async redeem(vault: TokenVault, held: HeldGrant | null): Promise<HeldGrant> {
     const { oauth } = this.opts;
+    if (!held && oauth.grant !== 'client_credentials') {
+      // Deleted under our feet (a logout between the two reads).
+      this.enterNeedsLogin('no tokens stored', 0);
+      throw this.needsLoginError();
+    }
     let next: GrantRecord;
     try {
-      next = oauth.grant === 'client_credentials' ? await this.clientCredentials(held) : await this.rotate(held!);
+      next =
+        held && oauth.grant !== 'client_credentials' ? await this.rotate(held) : await this.clientCredentials(held);
     } catch (err) {
       if (err instanceof OAuthError && GRANT_GONE.has(String(err.code))) {
         this.enterNeedsLogin(`the authorization server refused the grant (${err.code})`, held?.version ?? 0);
