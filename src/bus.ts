@@ -29,6 +29,7 @@ import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
 import { CircuitBreaker } from './upstreams/circuit-breaker.js';
 import { UpstreamConnection } from './upstreams/connection.js';
+import { upstreamAuthFor } from './upstreams/oauth/index.js';
 
 export interface BusOptions {
   host?: string;
@@ -201,8 +202,13 @@ export class Bus {
   }
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
+    const logger = this.logger.child({ upstream: name });
+    const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger, () =>
+      this.metrics.upstreamTokenRequests.inc({ upstream: name }),
+    );
     const connection = new UpstreamConnection(name, ucfg, {
-      logger: this.logger.child({ upstream: name }),
+      logger,
+      auth,
       maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
     });
     const refresher = new CoalescedRefresh(() => this.refreshTools(name), {

@@ -4,7 +4,10 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { Catalog } from '../catalog/catalog.js';
 import { ConfigError, type LoadedConfig, loadConfig } from '../config/load.js';
+import { isStdioUpstream } from '../config/schema.js';
+import { openVault } from '../store/vault-open.js';
 import { UpstreamConnection } from '../upstreams/connection.js';
+import { upstreamAuthFor } from '../upstreams/oauth/index.js';
 import { defaultConfigPath } from './config-path.js';
 
 export async function runCheck(argv: string[]): Promise<number> {
@@ -27,10 +30,19 @@ export async function runCheck(argv: string[]): Promise<number> {
   const logger = pino({ level: 'silent' });
   const catalog = new Catalog();
   let failed = 0;
+  // OAuth upstreams use the stored login (and take part in the refresh lock like any replica).
+  const needsVault = Object.values(config.upstreams).some((u) => !isStdioUpstream(u) && u.oauth);
+  const vault = needsVault ? await openVault(config.store).catch(() => undefined) : undefined;
   for (const [name, ucfg] of Object.entries(config.upstreams)) {
-    const conn = new UpstreamConnection(name, ucfg, { logger });
+    const auth = vault ? upstreamAuthFor(name, ucfg, vault.vault, loaded.baseDir, logger) : undefined;
+    const conn = new UpstreamConnection(name, ucfg, { logger, auth });
     try {
       await conn.start();
+      if (conn.state === 'needs_login') {
+        process.stdout.write(`\nupstream ${name}: needs_login (run toolbus login ${name})\n`);
+        failed++;
+        continue;
+      }
       if (!(await conn.ready(ucfg.connectTimeoutMs))) {
         process.stdout.write(`\nupstream ${name}: cannot connect (${conn.state})\n`);
         failed++;
@@ -49,6 +61,7 @@ export async function runCheck(argv: string[]): Promise<number> {
       await conn.close();
     }
   }
+  await vault?.close();
   if (catalog.warnings.length > 0) {
     process.stdout.write('\nwarnings:\n');
     for (const w of catalog.warnings) process.stdout.write(`  ${w.tool}: ${w.message}\n`);

@@ -5,6 +5,8 @@ import { runCheck } from './check.js';
 import { runClientConfig } from './client-config.js';
 import { runConnect } from './connect.js';
 import { runInit } from './init.js';
+import { runLogin } from './login.js';
+import { runLogout } from './logout.js';
 import { runServe } from './serve.js';
 import { runToken } from './token.js';
 
@@ -18,6 +20,8 @@ commands:
   connect        --url URL [--token-env NAME]                    stdio bridge to a running bus
   audit          [--config FILE] [--since 1h|ISO] [--tool NAME] [--limit N] [--json]   show the write audit trail
   token create   --agent ID [--ttl 1h] [--config FILE]           print a short-lived signed token for an agent
+  login NAME     [--config FILE] [--no-browser]                  log in once to an OAuth upstream (tokens to the store)
+  logout NAME    [--config FILE]                                 forget an OAuth upstream's stored tokens
 `;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
@@ -28,6 +32,8 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   connect: runConnect,
   audit: runAudit,
   token: runToken,
+  login: runLogin,
+  logout: runLogout,
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -1,6 +1,7 @@
 // The configuration contract: a strict zod schema (unknown keys are errors) with every default visible here.
 // Strings may hold `${env:NAME}` / `${file:PATH}` references; they are resolved by load.ts, not here.
 import { z } from 'zod';
+import { UpstreamOAuthSchema } from '../upstreams/oauth/schema.js';
 import { AuthSchema } from './auth-schema.js';
 
 const toolName = /^[A-Za-z0-9_-]+$/;
@@ -70,6 +71,8 @@ export const StdioUpstreamSchema = z.strictObject({
 export const HttpUpstreamSchema = z.strictObject({
   url: z.url(),
   headers: z.record(z.string(), z.string()).default({}),
+  /** OAuth 2.1 for a remote upstream (DESIGN.md section 15; src/upstreams/oauth/). */
+  oauth: UpstreamOAuthSchema.optional(),
   ...upstreamCommon,
 });
 

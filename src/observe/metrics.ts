@@ -56,6 +56,13 @@ export class Metrics {
     buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
+  /** Upstream OAuth: token requests (refreshes, client-credentials grants) made by this replica. */
+  readonly upstreamTokenRequests = new Counter({
+    name: 'toolbus_upstream_token_requests_total',
+    help: 'OAuth token requests (refresh or client credentials) this replica made, by upstream',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
   private readonly queueDepth = new Gauge({
     name: 'toolbus_queue_depth',
     help: 'Calls waiting in the fair queue, by upstream',

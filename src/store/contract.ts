@@ -135,6 +135,8 @@ export interface AuditStore {
 
 export interface StateStore extends KeyStore, LeaseStore, RateStore, AuditStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
+  /** Opaque sealed blobs and named locks (upstream OAuth tokens: see src/upstreams/oauth/). */
+  readonly vault: VaultStore;
   /** Requests sent to a remote store so far (one per command or pipeline); undefined for in-process stores. */
   readonly roundTrips?: number;
   /** Throws StoreUnavailable when the backing store cannot be reached. */
@@ -154,4 +156,29 @@ export class StoreUnavailable extends Error {
     super(message, options);
     this.name = 'StoreUnavailable';
   }
+}
+
+// ---- Vault: opaque blobs by name with compare-and-set, and named locks with a TTL ------------------------------
+// Used by upstream OAuth (src/upstreams/oauth/): the blob is already encrypted by its caller, the store never sees a
+// token in clear. Implementations live in vault-memory.ts, vault-sqlite.ts and vault-redis.ts.
+
+export interface VaultBlob {
+  value: string;
+  /** Increases on every write; 0 never occurs (it means "absent" to putBlob). */
+  version: number;
+}
+
+export interface VaultStore {
+  getBlob(name: string): Promise<VaultBlob | null>;
+  /**
+   * Writes `value` if the stored version is still `expectedVersion` (0: only if absent). Returns the new version, or
+   * null when somebody else wrote in between (the caller re-reads).
+   */
+  putBlob(name: string, value: string, expectedVersion: number): Promise<number | null>;
+  /** Deletes whatever is stored under `name`. */
+  deleteBlob(name: string): Promise<void>;
+  /** Takes the named lock for `ttlMs` if free or expired (store clock); true when `holder` now has it. */
+  tryLock(name: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Frees the lock if `holder` still has it. */
+  unlock(name: string, holder: string): Promise<void>;
 }

@@ -23,6 +23,7 @@ import {
 import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
+import { MemoryVault } from './vault-memory.js';
 
 /** The audit trail keeps this many newest entries. */
 export const MEMORY_AUDIT_CAP = 10_000;
@@ -34,6 +35,7 @@ export const DEFAULT_AUDIT_LIMIT = 1000;
 
 export class MemoryStore extends KeyTransitions implements StateStore {
   readonly kind = 'memory' as const;
+  readonly vault = new MemoryVault();
   private readonly keys = new Map<string, StoredKey>();
   private readonly leaseRows = new Map<string, LeaseRow>();
   private readonly buckets = new Map<string, BucketState>();

@@ -34,6 +34,7 @@ import {
   RATE_TAKE,
 } from './redis-scripts.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
+import { RedisVault } from './vault-redis.js';
 
 /** Longest time a command may take before the store counts as unreachable. */
 const COMMAND_TIMEOUT_MS = 1000;
@@ -98,6 +99,7 @@ export class RedisStore implements StateStore {
   private readonly keyChannel: string;
   private readonly leaseChannel: string;
   private closed = false;
+  readonly vault: RedisVault;
 
   constructor(opts: RedisStoreOptions) {
     this.prefix = opts.prefix;
@@ -115,6 +117,7 @@ export class RedisStore implements StateStore {
     });
     // Failures surface through the commands that hit them; the event itself only needs a listener.
     this.client.on('error', () => {});
+    this.vault = new RedisVault(this.client, opts.prefix);
   }
 
   /** Connects, waiting at most about a second: a bus may start while Redis is down and serve reads meanwhile. */

@@ -37,6 +37,7 @@ import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
+import { SqliteVault } from './vault-sqlite.js';
 
 const SWEEP_EVERY_MS = 60_000;
 const SWEEP_BATCH = 5000;
@@ -201,6 +202,12 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
 
 export class SqliteStore extends KeyTransitions implements StateStore {
   readonly kind = 'sqlite' as const;
+  private vaultTables: SqliteVault | undefined;
+  /** Created on first use, so a read-only store (`toolbus audit`) never writes the vault's tables. */
+  get vault(): SqliteVault {
+    this.vaultTables ??= new SqliteVault(this.db);
+    return this.vaultTables;
+  }
   private closed = false;
   private readonly signals = new ScopeSignals();
   private readonly leases: LocalLeases;

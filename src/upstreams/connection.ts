@@ -13,6 +13,7 @@ import { LATEST_PROTOCOL_VERSION, SdkHttpError, StreamableHTTPClientTransport } 
 import { getDefaultEnvironment } from '@modelcontextprotocol/client/stdio';
 import type { Logger } from 'pino';
 import { type HttpUpstreamConfig, isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
+import { BusError } from '../errors.js';
 import {
   parseRetryAfter,
   UpstreamLocalError,
@@ -22,10 +23,12 @@ import {
   UpstreamRpcError,
   UpstreamUnavailable,
 } from './errors.js';
+import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { routeServerRequest, sniffServerRequests } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
-export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
+/** `needs_login`: an OAuth upstream whose grant is gone until an operator runs `toolbus login NAME`. */
+export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed' | 'needs_login';
 
 export interface UpstreamRequestOptions {
   /** Abort → notifications/cancelled goes upstream and the call rejects with the signal's reason. */
@@ -114,6 +117,7 @@ class Generation {
     public cfg: UpstreamConfig,
     private readonly logger: Logger | undefined,
     private readonly maxMessageBytes: number,
+    private readonly auth?: UpstreamAuth,
   ) {
     if (isStdioUpstream(cfg)) {
       const transport = new StdioLink({
@@ -149,7 +153,8 @@ class Generation {
   private async fetchWithHeaders(url: string | URL, init?: RequestInit): Promise<Response> {
     const headers = new Headers(init?.headers);
     for (const [k, v] of Object.entries((this.cfg as HttpUpstreamConfig).headers)) headers.set(k, v);
-    const res = await fetch(url, { ...init, headers });
+    // OAuth upstreams: bearer token injected, one refresh and one resend on a 401 (src/upstreams/oauth/).
+    const res = this.auth ? await this.auth.fetch(url, { ...init, headers }) : await fetch(url, { ...init, headers });
     if (res.status === 429) this.lastRetryAfterMs = parseRetryAfter(res.headers.get('retry-after'));
     return this.capped(res, init?.body);
   }
@@ -278,6 +283,8 @@ class Generation {
 
   private classify(err: unknown): { own: Error; connectionGone?: string } {
     if (err instanceof LocalSendError) return { own: new UpstreamLocalError(this.name, err.message) };
+    // Refused before anything was sent (needs_login, a failed token refresh): passed on as it is.
+    if (err instanceof BusError || err instanceof UpstreamUnavailable) return { own: err };
     if (err instanceof SdkHttpError) {
       const status = err.status;
       if (status === 429) return { own: new UpstreamRateLimited(this.name, this.lastRetryAfterMs) };
@@ -424,12 +431,23 @@ export class UpstreamConnection extends EventEmitter {
   constructor(
     readonly name: string,
     private cfg: UpstreamConfig,
-    private readonly opts: { logger?: Logger; maxMessageBytes?: number } = {},
+    private readonly opts: { logger?: Logger; maxMessageBytes?: number; auth?: UpstreamAuth | undefined } = {},
   ) {
     super();
+    // needs_login is a state too (for /readyz, metrics, the catalog); a new login reconnects at once.
+    if (opts.auth) opts.auth.onChange = () => this.onAuthChange();
+  }
+
+  private onAuthChange(): void {
+    this.emit('state', this.state);
+    if (this.opts.auth?.needsLogin || !this.retryTimer || this.stopped) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    void this.start();
   }
 
   get state(): UpstreamState {
+    if (this.opts.auth?.needsLogin && this._state !== 'closed') return 'needs_login';
     return this._state;
   }
 
@@ -504,7 +522,13 @@ export class UpstreamConnection extends EventEmitter {
   }
 
   private spawn(cfg: UpstreamConfig): Generation {
-    const gen = new Generation(this.name, cfg, this.opts.logger, this.opts.maxMessageBytes ?? 16 * 1024 * 1024);
+    const gen = new Generation(
+      this.name,
+      cfg,
+      this.opts.logger,
+      this.opts.maxMessageBytes ?? 16 * 1024 * 1024,
+      this.opts.auth,
+    );
     gen.onNotification = (method, params) => this.emit('notification', method, params);
     gen.onClosed = (g) => {
       if (g !== this.current) return;
@@ -556,6 +580,7 @@ export class UpstreamConnection extends EventEmitter {
     opts?: UpstreamRequestOptions,
   ): Promise<Record<string, unknown>> {
     const gen = this.current;
+    if (this.opts.auth?.needsLogin) return Promise.reject(this.opts.auth.needsLoginError());
     if (!gen?.ready || this._state !== 'ready') {
       return Promise.reject(
         new UpstreamUnavailable(this.name, this.retryInMs(), this._state === 'closed' ? 'closed' : 'restarting'),
@@ -610,6 +635,7 @@ export class UpstreamConnection extends EventEmitter {
 
   async close(): Promise<void> {
     this.stopped = true;
+    this.opts.auth?.close();
     clearTimeout(this.retryTimer);
     clearTimeout(this.stableTimer);
     this.retryTimer = undefined;

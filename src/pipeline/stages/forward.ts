@@ -157,6 +157,11 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
       retryable: !isWrite || !ctx.dispatched,
     });
   }
+  if (err instanceof BusError) {
+    // Raised by the connection before anything was written (an OAuth upstream that needs a login).
+    ctx.dispatched = false;
+    return err;
+  }
   if (err instanceof UpstreamLocalError) {
     // Nothing was written and the upstream did nothing wrong: the breaker does not hear of it.
     ctx.dispatched = false;
