@@ -124,9 +124,12 @@ describe('upstream OAuth on one SQLite bus', { timeout: 120_000 }, () => {
     assert.equal(ready.status, 503);
     assert.equal(((await ready.json()) as { upstreams: Record<string, string> }).upstreams.remote, 'needs_login');
     await waitFor(() => /"run":"toolbus login remote"/.test(bus.stderr()), 5000, 'the log line');
-    // Never connected, so its tools are not in the catalog yet: a call names no known tool.
+    // Never connected, so its tools are not in the catalog yet: a call to one of its names says what to do.
     const r = await call(bus.url, 0, 1);
-    assert.equal(busErrorStrict(r.result!).category, 'not_found');
+    const e = busErrorStrict(r.result!);
+    assert.equal(e.category, 'upstream_unavailable');
+    assert.equal(e.code, 'needs_login');
+    assert.match(e.hint, /toolbus login remote/);
   });
 
   it('logs in once while the bus runs: URL on its own line, loopback redirect, picked up within seconds', async () => {

@@ -3,6 +3,7 @@
 // A name of an upstream whose catalog has not loaded yet (it was down at start) is upstream_unavailable, retryable:
 // the tool may well exist once the upstream answers.
 import { BusError } from '../../errors.js';
+import { needsLoginError } from '../../upstreams/oauth/needs-login.js';
 import type { Stage } from '../compose.js';
 import type { PipelineServices } from '../services.js';
 
@@ -25,6 +26,8 @@ export function resolveTool(services: PipelineServices): Stage {
         throw new BusError('not_found', 'unknown_tool', `No tool has a name longer than ${max} characters.`);
       const upstream = upstreamOf(services, ctx.toolName);
       if (upstream !== undefined && !services.catalog.isLoaded(upstream) && ctx.agent.allows(ctx.toolName)) {
+        // An OAuth upstream never logged in: say what the operator must do.
+        if (services.upstream(upstream)?.connection.state === 'needs_login') throw needsLoginError(upstream);
         throw new BusError(
           'upstream_unavailable',
           'catalog_not_loaded',
