@@ -3,6 +3,7 @@
 // for tools cannot be used for URIs). An agent sees a prompt when its allow-list matches `{upstream}__{prompt}`, the
 // same rule as for tools; it sees and reads an upstream's resources when its allow-list covers the whole upstream
 // (`*` or `{upstream}__*`), since a resource read names a URI, not a name an allow-list could match.
+import { BusError } from '../errors.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { UpstreamRpcError, UpstreamUnavailable } from '../upstreams/errors.js';
 import { INVALID_PARAMS, RpcError } from './rpc.js';
@@ -11,7 +12,9 @@ export interface DirectoryUpstream {
   name: string;
   ready: boolean;
   capabilities: Record<string, unknown> | undefined;
+  /** Goes over the agent's own session when the upstream is per-agent or per-tenant. */
   request(
+    agent: AgentIdentity,
     method: string,
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
@@ -34,6 +37,11 @@ export function unwrapUri(uri: string): { upstream: string; uri: string } | null
 
 const MAX_PAGES = 50;
 
+/** A per-agent upstream could not give this agent a session (all busy, or shutting down). */
+function sessionRefused(err: unknown): boolean {
+  return err instanceof BusError && err.category === 'upstream_unavailable';
+}
+
 /** `{upstream}__*` as a literal name matches only the globs `*` and `{upstream}__*` (and wider ones). */
 function mayReadResources(agent: AgentIdentity, upstream: string): boolean {
   return agent.allows(`${upstream}__*`);
@@ -43,6 +51,7 @@ export class UpstreamDirectory {
   constructor(private readonly upstreams: () => DirectoryUpstream[]) {}
 
   private async collect(
+    agent: AgentIdentity,
     capability: string,
     method: string,
     field: string,
@@ -58,7 +67,7 @@ export class UpstreamDirectory {
           let cursor: unknown;
           try {
             for (let page = 0; page < MAX_PAGES; page++) {
-              const res = await u.request(method, cursor === undefined ? undefined : { cursor }, signal);
+              const res = await u.request(agent, method, cursor === undefined ? undefined : { cursor }, signal);
               for (const item of (res[field] as Record<string, unknown>[] | undefined) ?? []) {
                 const renamed = rename(u.name, item);
                 if (renamed && visible(u.name, item)) items.push(renamed);
@@ -68,7 +77,8 @@ export class UpstreamDirectory {
             }
           } catch (err) {
             // One upstream that fails its listing must not hide the others' entries.
-            if (!(err instanceof UpstreamUnavailable || err instanceof UpstreamRpcError)) throw err;
+            if (!(err instanceof UpstreamUnavailable || err instanceof UpstreamRpcError || sessionRefused(err)))
+              throw err;
           }
           return items;
         }),
@@ -78,6 +88,7 @@ export class UpstreamDirectory {
 
   listResources(agent: AgentIdentity, signal: AbortSignal) {
     return this.collect(
+      agent,
       'resources',
       'resources/list',
       'resources',
@@ -93,6 +104,7 @@ export class UpstreamDirectory {
 
   listResourceTemplates(agent: AgentIdentity, signal: AbortSignal) {
     return this.collect(
+      agent,
       'resources',
       'resources/templates/list',
       'resourceTemplates',
@@ -108,6 +120,7 @@ export class UpstreamDirectory {
 
   listPrompts(agent: AgentIdentity, signal: AbortSignal) {
     return this.collect(
+      agent,
       'prompts',
       'prompts/list',
       'prompts',
@@ -130,7 +143,7 @@ export class UpstreamDirectory {
     const parts = unwrapUri(uri);
     const up = parts && this.find(parts.upstream);
     if (!parts || !up || !mayReadResources(agent, up.name)) throw new RpcError(-32002, `Resource not found: ${uri}`);
-    const res = await this.relay(up, 'resources/read', { ...params, uri: parts.uri }, signal);
+    const res = await this.relay(agent, up, 'resources/read', { ...params, uri: parts.uri }, signal);
     const contents = (res.contents as Record<string, unknown>[] | undefined) ?? [];
     return {
       ...res,
@@ -144,15 +157,21 @@ export class UpstreamDirectory {
     const sep = name.indexOf('__');
     const up = sep > 0 ? this.find(name.slice(0, sep)) : undefined;
     if (!up || !agent.allows(name)) throw new RpcError(INVALID_PARAMS, `Unknown prompt: ${name}`);
-    return this.relay(up, 'prompts/get', { ...params, name: name.slice(sep + 2) }, signal);
+    return this.relay(agent, up, 'prompts/get', { ...params, name: name.slice(sep + 2) }, signal);
   }
 
-  private async relay(up: DirectoryUpstream, method: string, params: Record<string, unknown>, signal: AbortSignal) {
+  private async relay(
+    agent: AgentIdentity,
+    up: DirectoryUpstream,
+    method: string,
+    params: Record<string, unknown>,
+    signal: AbortSignal,
+  ) {
     try {
-      return await up.request(method, params, signal);
+      return await up.request(agent, method, params, signal);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message);
-      if (err instanceof UpstreamUnavailable)
+      if (err instanceof UpstreamUnavailable || sessionRefused(err))
         throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;
     }
