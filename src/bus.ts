@@ -278,16 +278,7 @@ export class Bus {
       name: r.name,
       ready: r.connection.state === 'ready',
       capabilities: r.connection.serverCapabilities,
-      // In per-agent/per-tenant mode an agent's resources and prompts come from its own session, never another's.
-      request: async (agent, method, params, signal) => {
-        if (r.sharing === 'shared') return r.connection.request(method, params, { signal });
-        const session = await r.sessionFor(agent, { waitUntil: Date.now() + r.queueWaitMs, signal });
-        try {
-          return await session.connection.request(method, params, { signal });
-        } finally {
-          session.release();
-        }
-      },
+      request: (agent, method, params, signal) => r.directoryRequest(agent, method, params, signal),
     }));
   }
 

@@ -5,6 +5,7 @@ import pino from 'pino';
 import { Catalog } from '../catalog/catalog.js';
 import { ConfigError, type LoadedConfig, loadConfig } from '../config/load.js';
 import { UpstreamConnection } from '../upstreams/connection.js';
+import { configForSession, ensureSessionCwd, LISTING_KEY, sharingLine } from '../upstreams/session-config.js';
 import { defaultConfigPath } from './config-path.js';
 
 export async function runCheck(argv: string[]): Promise<number> {
@@ -28,7 +29,11 @@ export async function runCheck(argv: string[]): Promise<number> {
   const catalog = new Catalog();
   let failed = 0;
   for (const [name, ucfg] of Object.entries(config.upstreams)) {
-    const conn = new UpstreamConnection(name, ucfg, { logger });
+    // A per-agent/per-tenant upstream is checked through a listing session, as the bus lists it.
+    const listing = { agent: LISTING_KEY, tenant: LISTING_KEY };
+    const used = ucfg.sharing === 'shared' ? ucfg : configForSession(ucfg, listing);
+    ensureSessionCwd(ucfg, used);
+    const conn = new UpstreamConnection(name, used, { logger });
     try {
       await conn.start();
       if (!(await conn.ready(ucfg.connectTimeoutMs))) {
@@ -38,7 +43,7 @@ export async function runCheck(argv: string[]): Promise<number> {
       }
       const res = await conn.request('tools/list', undefined);
       catalog.setUpstream(name, ucfg, { tools: (res.tools as Record<string, unknown>[]) ?? [] });
-      process.stdout.write(`\nupstream ${name}: connected\n`);
+      process.stdout.write(`\nupstream ${name}: connected (${sharingLine(ucfg)})\n`);
       for (const t of catalog.all()) {
         if (t.upstream !== name) continue;
         const lease =

@@ -5,13 +5,13 @@
 // rate limit, stays one for the whole upstream. Those modes also keep one listing session that only ever lists tools
 // (it never sees a tool call nor an agent's resources), so the catalog is known before any agent calls and does not
 // depend on which agent came first.
-import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
+import type { UpstreamConfig } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AdmissionQueue } from '../pipeline/fair-queue.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { UpstreamConnection, type UpstreamState } from './connection.js';
+import { configForSession, ensureSessionCwd, LISTING_KEY, sharingProblems } from './session-config.js';
 import { type SessionInfo, SessionPool } from './session-pool.js';
 
 export type SharingMode = UpstreamConfig['sharing'];
@@ -38,56 +38,6 @@ export interface UpstreamUnitOptions {
   /** A session's connection restarted (supervision). */
   onRestart: () => void;
   now?: () => number;
-}
-
-/** What `{agent}` and `{tenant}` stand for in the listing session, which belongs to no agent. */
-export const LISTING_KEY = '_catalog';
-const PLACEHOLDER = /\{(agent|tenant)\}/g;
-
-/**
- * An agent id or tenant made safe to put into a path or an argument: characters outside `[A-Za-z0-9_.-]` are
- * percent-encoded, and so is a value that is only dots, so `{agent}` can never climb out of a workspace directory.
- */
-export function placeholderValue(raw: string): string {
-  const enc = raw.replace(/[^A-Za-z0-9_.-]/g, (c) =>
-    [...Buffer.from(c, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
-  );
-  return /^\.*$/.test(enc) ? enc.replace(/\./g, '%2E') || '%00' : enc;
-}
-
-/** The placeholders a stdio upstream's args, env and cwd use. */
-export function placeholdersIn(cfg: UpstreamConfig): Set<string> {
-  const found = new Set<string>();
-  if (!isStdioUpstream(cfg)) return found;
-  for (const s of [...cfg.args, ...Object.values(cfg.env), cfg.cwd ?? ''])
-    for (const m of s.matchAll(PLACEHOLDER)) found.add(m[1]!);
-  return found;
-}
-
-/** Config mistakes about sharing that must stop the bus (a placeholder that cannot mean anything in its mode). */
-export function sharingProblems(name: string, cfg: UpstreamConfig): string[] {
-  const used = placeholdersIn(cfg);
-  const problems: string[] = [];
-  if (cfg.sharing === 'shared' && used.size > 0)
-    problems.push(
-      `upstreams.${name}: {${[...used].join('}, {')}} in args/env/cwd needs sharing: per-agent or per-tenant (one process serves every agent in shared mode)`,
-    );
-  if (cfg.sharing === 'per-tenant' && used.has('agent'))
-    problems.push(`upstreams.${name}: {agent} cannot be used with sharing: per-tenant (a session serves many agents)`);
-  return problems;
-}
-
-/** A stdio upstream's config with `{agent}` and `{tenant}` filled in for one session. */
-export function configForSession(cfg: UpstreamConfig, vars: { agent: string; tenant: string }): UpstreamConfig {
-  if (!isStdioUpstream(cfg)) return cfg;
-  const fill = (s: string) =>
-    s.replace(PLACEHOLDER, (_m, which: string) => placeholderValue(which === 'agent' ? vars.agent : vars.tenant));
-  return {
-    ...cfg,
-    args: cfg.args.map(fill),
-    env: Object.fromEntries(Object.entries(cfg.env).map(([k, v]) => [k, fill(v)])),
-    ...(cfg.cwd === undefined ? {} : { cwd: fill(cfg.cwd) }),
-  };
 }
 
 export class UpstreamUnit {
@@ -170,6 +120,28 @@ export class UpstreamUnit {
     }
   }
 
+  /**
+   * A resources/prompts request of an agent. Reads (resources/read, prompts/get) go over the agent's own session, so
+   * isolation holds through resources too. Listings go over the agent's session when it has one; otherwise over the
+   * listing session, which shows what a fresh session would (it never sees a call), so that an agent listing
+   * resources does not start a process on every per-agent upstream.
+   */
+  async directoryRequest(
+    agent: AgentIdentity,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+  ): Promise<Record<string, unknown>> {
+    if (!this.pool || (method.endsWith('/list') && !this.pool.peek(this.keyOf(agent))))
+      return this.connection.request(method, params, { signal });
+    const session = await this.sessionFor(agent, { waitUntil: Date.now() + this.cfg.queueWaitMs, signal });
+    try {
+      return await session.connection.request(method, params, { signal });
+    } finally {
+      session.release();
+    }
+  }
+
   private vars(key: string): { agent: string; tenant: string } {
     // per-agent keys are agent ids; an agent's tenant is fixed by config, but the key alone does not say it, so the
     // tenant is looked up from the last agent seen for the key.
@@ -200,14 +172,8 @@ export class UpstreamUnit {
   }
 
   private connect(cfg: UpstreamConfig, session: string): UpstreamConnection {
-    if (isStdioUpstream(cfg) && cfg.cwd !== undefined && placeholdersIn(this.cfg).size > 0) {
-      // A per-session workspace is created on first use; the operator names its parent.
-      try {
-        mkdirSync(cfg.cwd, { recursive: true });
-      } catch (err) {
-        this.opts.logger.warn({ err: (err as Error).message, session }, 'cannot create the session working directory');
-      }
-    }
+    const cwdProblem = ensureSessionCwd(this.cfg, cfg);
+    if (cwdProblem) this.opts.logger.warn({ err: cwdProblem, session }, 'cannot create the session working directory');
     const connection = new UpstreamConnection(this.name, cfg, {
       logger: this.opts.logger.child({ session }),
       maxMessageBytes: this.opts.maxMessageBytes,

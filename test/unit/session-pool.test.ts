@@ -184,7 +184,7 @@ describe('SessionPool', () => {
 describe('session placeholders', () => {
   it('fills {agent} and {tenant} in args, env and cwd, encoded so a value can never climb out of a directory', async () => {
     const { configForSession, placeholderValue, sharingProblems } = await import(
-      '../../src/upstreams/upstream-unit.js'
+      '../../src/upstreams/session-config.js'
     );
     const { UpstreamSchema } = await import('../../src/config/schema.js');
     const cfg = UpstreamSchema.parse({
