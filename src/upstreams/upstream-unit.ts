@@ -197,8 +197,15 @@ export class UpstreamUnit {
   /** Live credential rotation for the listing/shared connection and every live session (each blue/green). */
   async reconfigure(cfg: UpstreamConfig): Promise<void> {
     const prev = this.cfg;
-    if (cfg.sharing !== prev.sharing || cfg.maxSessions !== prev.maxSessions)
-      throw new Error('sharing and maxSessions change only with a restart');
+    if (
+      cfg.sharing !== prev.sharing ||
+      cfg.maxSessions !== prev.maxSessions ||
+      cfg.sessionIdleMs !== prev.sessionIdleMs
+    ) {
+      // The pool is built for these; secrets still rotate now, the rest waits for a restart.
+      this.opts.logger.warn('sharing, maxSessions and sessionIdleMs change only with a restart; keeping the old ones');
+      cfg = { ...cfg, sharing: prev.sharing, maxSessions: prev.maxSessions, sessionIdleMs: prev.sessionIdleMs };
+    }
     const problems = sharingProblems(this.name, cfg);
     if (problems.length > 0) throw new Error(problems.join('; '));
     this.cfg = cfg;
