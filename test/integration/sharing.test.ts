@@ -3,7 +3,8 @@
 // inside a tenant only, idle sessions close and a later call opens a fresh one, maxSessions is never exceeded while
 // every call is served or refused with upstream_unavailable, and killing one session's process touches one agent.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, ROOT, startBus, tempDir } from '../helpers/bus-process.js';
@@ -23,6 +24,10 @@ const upstream = (name: string, extra: string, who = '{agent}', env = '{agent}@{
     restart: { initialDelayMs: 200, maxDelayMs: 500 }
     ${extra}`;
 
+const SECRET_FILE = join(dir, 'stateful-token');
+writeFileSync(SECRET_FILE, 'secret-v1-abcdef\n');
+const digest = (v: string) => createHash('sha256').update(v).digest('hex').slice(0, 12);
+
 const yaml = `
 store: { kind: sqlite, path: ${join(dir, 'state.db')} }
 agents:
@@ -34,6 +39,13 @@ upstreams:${upstream('pa', `sharing: per-agent\n    cwd: ${join(dir, 'ws', '{age
   'cap',
   'sharing: per-agent\n    maxSessions: 2\n    queueWaitMs: 4000',
 )}${upstream('full', 'sharing: per-agent\n    maxSessions: 1\n    queueWaitMs: 600')}
+${upstream('rl', 'sharing: per-agent\n    rateLimit: { perSecond: 1, burst: 2 }\n    queueWaitMs: 300')}
+  sec:
+    command: ${process.execPath}
+    args: [${STATEFUL}]
+    env: { STATEFUL_TOKEN: "\${file:${SECRET_FILE}}" }
+    sharing: per-agent
+    trustAnnotations: true
   sh:
     command: ${process.execPath}
     args: [${STATEFUL}]
@@ -236,6 +248,41 @@ describe('sharing modes', () => {
     assert.notEqual(after?.pid, alice.pid);
     assert.deepEqual(after?.notes, []);
     assert.equal(after?.env, 'alice@t1');
+  });
+
+  it('one rate limit counts the calls of every session together', async () => {
+    // burst 2, 1/s, queueWaitMs 300: of four agents' simultaneous first calls, each in its own session, at most 2
+    // (the burst) go at once; the others wait or are turned away. Per-session buckets would let all four through.
+    const results = await Promise.all(
+      (['alice', 'bob', 'carol', 'dave'] as const).map((id) => as(id).call('rl__recall')),
+    );
+    const limited = results.map(busError).filter((e) => e !== undefined);
+    for (const e of limited) assert.equal(e.category, 'rate_limited', JSON.stringify(e));
+    assert.ok(limited.length >= 1, 'the shared bucket turned calls away');
+    const pidsServed = new Set(results.filter((r) => !busError(r)).map((r) => sc(r).pid));
+    assert.equal(pidsServed.size, 4 - limited.length, 'each call served ran in its own agent’s session');
+  });
+
+  it('injects secrets into every session and rotates each live session blue/green', async () => {
+    const before = await Promise.all(
+      (['alice', 'carol'] as const).map(async (id) => sc(await as(id).call('sec__recall'))),
+    );
+    for (const b of before) assert.equal(b.tokenDigest, digest('secret-v1-abcdef'));
+    writeFileSync(SECRET_FILE, 'secret-v2-ghijkl\n');
+    for (const id of ['alice', 'carol'] as const) {
+      await waitFor(
+        async () => sc(await as(id).call('sec__recall')).tokenDigest === digest('secret-v2-ghijkl'),
+        10_000,
+        `${id}'s session uses the rotated secret`,
+      );
+    }
+    const afterPids = await Promise.all(
+      (['alice', 'carol'] as const).map(async (id) => sc(await as(id).call('sec__recall')).pid),
+    );
+    assert.notEqual(afterPids[0], before[0]?.pid);
+    assert.notEqual(afterPids[1], before[1]?.pid);
+    assert.notEqual(afterPids[0], afterPids[1], 'still one session per agent');
+    assert.ok(!bus.stderr().includes('secret-v2-ghijkl') && !bus.stdout().includes('secret-v2-ghijkl'));
   });
 
   it('the dashboard shows sessions per upstream', async () => {
