@@ -24,12 +24,12 @@ import { SecretRedactor } from './observe/redact.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
 import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
-import type { PipelineServices, UpstreamRuntime } from './pipeline/services.js';
+import type { PipelineServices } from './pipeline/services.js';
 import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
-import { CircuitBreaker } from './upstreams/circuit-breaker.js';
-import { UpstreamConnection } from './upstreams/connection.js';
 import { upstreamAuthFor } from './upstreams/oauth/index.js';
+import { watchSessions } from './upstreams/session-metrics.js';
+import { UpstreamUnit } from './upstreams/upstream-unit.js';
 
 export interface BusOptions {
   host?: string;
@@ -50,7 +50,7 @@ export class Bus {
   private readonly auth: Authenticator;
   readonly replicaId = randomBytes(6).toString('hex');
   private store!: StateStore;
-  private readonly runtimes = new Map<string, UpstreamRuntime>();
+  private readonly runtimes = new Map<string, UpstreamUnit>();
   private front!: HttpFront;
   private directory!: UpstreamDirectory;
   private runner!: CallRunner;
@@ -175,6 +175,7 @@ export class Bus {
           return { name: r.name, queued: q.queued, inFlight: q.inFlight };
         }),
     });
+    watchSessions(this.metrics.registry, () => this.runtimes.values());
     // Every upstream is tried once before the bus says it is listening; failures keep retrying in the background.
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.refreshers.values()].map((r) => r.runNow()));
@@ -206,16 +207,10 @@ export class Bus {
     const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger, () =>
       this.metrics.upstreamTokenRequests.inc({ upstream: name }),
     );
-    const connection = new UpstreamConnection(name, ucfg, {
-      logger,
-      auth,
-      maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
-    });
     const refresher = new CoalescedRefresh(() => this.refreshTools(name), {
       perSecond: this.loaded.config.limits.catalogRefreshPerSecond,
     });
     this.refreshers.set(name, refresher);
-    const breaker = new CircuitBreaker({ failures: ucfg.circuitBreaker.failures, openMs: ucfg.circuitBreaker.openMs });
     const queue = new AdmissionQueue({
       upstream: name,
       ...(ucfg.rateLimit ? { rate: ucfg.rateLimit } : {}),
@@ -228,20 +223,31 @@ export class Bus {
       onStoreError: (err: unknown) =>
         this.logger.warn({ err, upstream: name }, 'rate store unreachable; pacing locally'),
     });
-    connection.on('state', (state: string) => {
-      this.metrics.upstreamUp.set({ upstream: name }, state === 'ready' ? 1 : 0);
-      if (state === 'ready' && !this.stopping) refresher.request();
-    });
-    connection.on('restart', () => this.metrics.restart(name));
-    connection.on('notification', (method: string, params?: Record<string, unknown>) => {
+    const onNotification = (method: string, params?: Record<string, unknown>) => {
       // A storm of list_changed is merged: one refresh in flight, one pending, a few per second at most.
       if (method === 'notifications/tools/list_changed') refresher.request();
       else if (method === 'notifications/message') this.front?.relayLog(name, params);
       else if (method === 'notifications/resources/list_changed' || method === 'notifications/prompts/list_changed') {
         this.front?.broadcast(method);
       }
+    };
+    // The queue, breaker and sessions (one shared connection, or one per agent/tenant) of this upstream, as a unit.
+    const unit = new UpstreamUnit(name, ucfg, {
+      logger,
+      auth,
+      maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
+      queue,
+      onNotification,
+      onRestart: () => this.metrics.restart(name),
     });
-    this.runtimes.set(name, { name, connection, queue, breaker, leaseWaitMs: ucfg.leaseWaitMs });
+    const { connection } = unit;
+    connection.on('state', (state: string) => {
+      this.metrics.upstreamUp.set({ upstream: name }, state === 'ready' ? 1 : 0);
+      if (state === 'ready' && !this.stopping) refresher.request();
+    });
+    connection.on('restart', () => this.metrics.restart(name));
+    connection.on('notification', onNotification);
+    this.runtimes.set(name, unit);
   }
 
   /** Re-reads an upstream's tools (on connect and on tools/list_changed) and tells agents when the list changed. */
@@ -299,7 +305,7 @@ export class Bus {
       ready: r.connection.state === 'ready',
       capabilities: r.connection.serverCapabilities,
       instructions: r.connection.instructions,
-      request: (method, params, signal) => r.connection.request(method, params, { signal }),
+      request: (agent, method, params, signal) => r.directoryRequest(agent, method, params, signal),
     }));
   }
 
@@ -373,7 +379,7 @@ export class Bus {
       }
       if (JSON.stringify(old) !== JSON.stringify(ucfg)) {
         try {
-          await runtime.connection.reconfigure(ucfg);
+          await runtime.reconfigure(ucfg);
           this.logger.info({ upstream: name, reason }, 'upstream reconfigured live');
         } catch (err) {
           this.logger.error({ err, upstream: name }, 'live reconfiguration failed; the old connection stays');
@@ -396,7 +402,7 @@ export class Bus {
     for (const r of this.refreshers.values()) r.stop();
     await this.front?.close();
     for (const r of this.runtimes.values()) r.queue.close();
-    await Promise.all([...this.runtimes.values()].map((r) => r.connection.close().catch(() => {})));
+    await Promise.all([...this.runtimes.values()].map((r) => r.close().catch(() => {})));
     await this.store?.close().catch(() => {});
   }
 }

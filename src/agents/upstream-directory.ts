@@ -5,6 +5,7 @@
 // upstream's own names. An agent sees a prompt when its allow-list matches `{upstream}__{prompt}`, the same rule as
 // for tools; it sees and reads an upstream's resources when its allow-list covers the whole upstream (`*` or
 // `{upstream}__*`), since a resource read names a URI, not a name an allow-list could match.
+import { BusError } from '../errors.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { UpstreamRpcError, UpstreamUnavailable } from '../upstreams/errors.js';
 import { INVALID_PARAMS, RpcError } from './rpc.js';
@@ -14,7 +15,9 @@ export interface DirectoryUpstream {
   ready: boolean;
   capabilities: Record<string, unknown> | undefined;
   instructions: string | undefined;
+  /** Goes over the agent's own session when the upstream is per-agent or per-tenant. */
   request(
+    agent: AgentIdentity,
     method: string,
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
@@ -61,6 +64,11 @@ export function rewriteContentUris(upstream: string, content: unknown): unknown 
 
 const MAX_PAGES = 50;
 
+/** A per-agent session that could not be had (sessions full): the upstream is unavailable for this agent. */
+function sessionRefused(err: unknown): boolean {
+  return err instanceof BusError && err.category === 'upstream_unavailable';
+}
+
 /** `{upstream}__*` as a literal name matches only the globs `*` and `{upstream}__*` (and wider ones). */
 function mayReadResources(agent: AgentIdentity, upstream: string): boolean {
   return agent.allows(`${upstream}__*`);
@@ -78,6 +86,7 @@ export class UpstreamDirectory {
   }
 
   private async collect(
+    agent: AgentIdentity,
     endpoint: string | undefined,
     capability: string,
     method: string,
@@ -95,7 +104,7 @@ export class UpstreamDirectory {
           try {
             // Every page is read: agents get the whole list in one answer.
             for (let page = 0; page < MAX_PAGES; page++) {
-              const res = await u.request(method, cursor === undefined ? undefined : { cursor }, signal);
+              const res = await u.request(agent, method, cursor === undefined ? undefined : { cursor }, signal);
               for (const item of (res[field] as Record<string, unknown>[] | undefined) ?? []) {
                 if (!visible(u.name, item)) continue;
                 items.push(endpoint === undefined ? rename(u.name, item) : item);
@@ -105,7 +114,8 @@ export class UpstreamDirectory {
             }
           } catch (err) {
             // One upstream that fails its listing must not hide the others' entries.
-            if (!(err instanceof UpstreamUnavailable || err instanceof UpstreamRpcError)) throw err;
+            if (!(err instanceof UpstreamUnavailable || err instanceof UpstreamRpcError || sessionRefused(err)))
+              throw err;
           }
           return items;
         }),
@@ -115,6 +125,7 @@ export class UpstreamDirectory {
 
   listResources(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      agent,
       endpoint,
       'resources',
       'resources/list',
@@ -127,6 +138,7 @@ export class UpstreamDirectory {
 
   listResourceTemplates(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      agent,
       endpoint,
       'resources',
       'resources/templates/list',
@@ -143,6 +155,7 @@ export class UpstreamDirectory {
 
   listPrompts(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
     return this.collect(
+      agent,
       endpoint,
       'prompts',
       'prompts/list',
@@ -190,7 +203,7 @@ export class UpstreamDirectory {
     const target = this.resolveUri(uri, endpoint);
     if (!target || !mayReadResources(agent, target.up.name))
       throw new RpcError(-32002, `Resource not found: ${uri.slice(0, 200)}`, { uri });
-    const res = await this.relay(target.up, 'resources/read', { ...params, uri: target.uri }, signal);
+    const res = await this.relay(agent, target.up, 'resources/read', { ...params, uri: target.uri }, signal);
     if (endpoint !== undefined) return res;
     const contents = (res.contents as Record<string, unknown>[] | undefined) ?? [];
     return {
@@ -213,7 +226,7 @@ export class UpstreamDirectory {
     const target = this.resolveName(name, endpoint);
     if (!target || !agent.allows(`${target.up.name}__${target.name}`))
       throw new RpcError(INVALID_PARAMS, `Unknown prompt: ${name.slice(0, 200)}`);
-    const res = await this.relay(target.up, 'prompts/get', { ...params, name: target.name }, signal);
+    const res = await this.relay(agent, target.up, 'prompts/get', { ...params, name: target.name }, signal);
     if (endpoint !== undefined || !Array.isArray(res.messages)) return res;
     const messages = (res.messages as Record<string, unknown>[]).map((m) => {
       const content = m.content;
@@ -252,15 +265,21 @@ export class UpstreamDirectory {
     }
     if (!up || up.capabilities?.completions === undefined)
       throw new RpcError(INVALID_PARAMS, 'completion/complete: no such prompt or resource template');
-    return this.relay(up, 'completion/complete', { ...params, ref: upstreamRef }, signal);
+    return this.relay(agent, up, 'completion/complete', { ...params, ref: upstreamRef }, signal);
   }
 
-  private async relay(up: DirectoryUpstream, method: string, params: Record<string, unknown>, signal: AbortSignal) {
+  private async relay(
+    agent: AgentIdentity,
+    up: DirectoryUpstream,
+    method: string,
+    params: Record<string, unknown>,
+    signal: AbortSignal,
+  ) {
     try {
-      return await up.request(method, params, signal);
+      return await up.request(agent, method, params, signal);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message, err.data);
-      if (err instanceof UpstreamUnavailable)
+      if (err instanceof UpstreamUnavailable || sessionRefused(err))
         throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;
     }

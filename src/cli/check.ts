@@ -8,6 +8,7 @@ import { isStdioUpstream } from '../config/schema.js';
 import { openVault } from '../store/vault-open.js';
 import { UpstreamConnection } from '../upstreams/connection.js';
 import { upstreamAuthFor } from '../upstreams/oauth/index.js';
+import { configForSession, ensureSessionCwd, LISTING_KEY, sharingLine } from '../upstreams/session-config.js';
 import { defaultConfigPath } from './config-path.js';
 
 export async function runCheck(argv: string[]): Promise<number> {
@@ -34,8 +35,12 @@ export async function runCheck(argv: string[]): Promise<number> {
   const needsVault = Object.values(config.upstreams).some((u) => !isStdioUpstream(u) && u.oauth);
   const vault = needsVault ? await openVault(config.store).catch(() => undefined) : undefined;
   for (const [name, ucfg] of Object.entries(config.upstreams)) {
+    // A per-agent/per-tenant upstream is checked through a listing session, as the bus lists it.
+    const listing = { agent: LISTING_KEY, tenant: LISTING_KEY };
+    const used = ucfg.sharing === 'shared' ? ucfg : configForSession(ucfg, listing);
+    ensureSessionCwd(ucfg, used);
     const auth = vault ? upstreamAuthFor(name, ucfg, vault.vault, loaded.baseDir, logger) : undefined;
-    const conn = new UpstreamConnection(name, ucfg, { logger, auth });
+    const conn = new UpstreamConnection(name, used, { logger, auth });
     try {
       await conn.start();
       if (conn.state === 'needs_login') {
@@ -50,7 +55,7 @@ export async function runCheck(argv: string[]): Promise<number> {
       }
       const res = await conn.request('tools/list', undefined);
       catalog.setUpstream(name, ucfg, { tools: (res.tools as Record<string, unknown>[]) ?? [] });
-      process.stdout.write(`\nupstream ${name}: connected\n`);
+      process.stdout.write(`\nupstream ${name}: connected (${sharingLine(ucfg)})\n`);
       for (const t of catalog.all()) {
         if (t.upstream !== name) continue;
         const lease =

@@ -1,9 +1,11 @@
 // Loading a config file: YAML → `${env:}`/`${file:}` references resolved → strict zod validation → deep-frozen.
 // Every resolved reference value is remembered as a secret so the logger and error paths can redact it.
+
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
+import { sharingProblems } from '../upstreams/session-config.js';
 import { type Config, ConfigSchema } from './schema.js';
 
 export class ConfigError extends Error {
@@ -117,6 +119,7 @@ function crossCheck(config: Config): string[] {
   }
   const exposed = new Map<string, string>();
   for (const [up, u] of Object.entries(config.upstreams)) {
+    problems.push(...sharingProblems(up, u));
     for (const [tool, policy] of Object.entries(u.tools)) {
       const name = policy.rename ?? `${up}__${tool}`;
       const other = exposed.get(name);

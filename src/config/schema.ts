@@ -58,6 +58,15 @@ const upstreamCommon = {
   tools: z.record(z.string(), ToolPolicySchema).default({}),
   /** Roots offered to the upstream (roots/list). A shared upstream never gets an agent's roots. */
   roots: z.array(z.strictObject({ uri: z.string().min(1), name: z.string().optional() })).optional(),
+  /**
+   * Who shares one upstream session (for stdio: one process; for HTTP: one MCP session): everyone (`shared`), each
+   * agent id (`per-agent`) or each tenant (`per-tenant`). See docs/sharing.md.
+   */
+  sharing: z.enum(['shared', 'per-agent', 'per-tenant']).default('shared'),
+  /** Sessions alive at once per upstream and replica (per-agent and per-tenant only; the listing session aside). */
+  maxSessions: positiveInt.default(32),
+  /** A session without calls for this long is closed (per-agent and per-tenant only). */
+  sessionIdleMs: positiveInt.default(300_000),
 };
 
 export const StdioUpstreamSchema = z.strictObject({

@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import type { RecentEvent } from '../observe/recent.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { CallInFlight } from '../pipeline/pipeline.js';
-import type { UpstreamRuntime } from '../pipeline/services.js';
 import type { StateStore } from '../store/contract.js';
+import type { UpstreamUnit } from '../upstreams/upstream-unit.js';
 
 export interface SnapshotSources {
   replicaId: string;
@@ -14,7 +14,7 @@ export interface SnapshotSources {
   storeHealthy: () => boolean;
   agents: () => AgentIdentity[];
   sessionsOf: (agentId: string) => number;
-  runtimes: () => Iterable<UpstreamRuntime>;
+  runtimes: () => Iterable<UpstreamUnit>;
   toolCount: (upstream: string) => number;
   inFlight: ReadonlyMap<string, CallInFlight>;
   recent: () => RecentEvent[];
@@ -50,6 +50,9 @@ export async function dashboardSnapshot(src: SnapshotSources, admin: boolean): P
       breaker: r.breaker.state,
       tools: src.toolCount(r.name),
       ...r.queue.snapshot(),
+      // per-agent/per-tenant: one line per live session (keyed by agent id or tenant, both shown above anyway).
+      sharing: r.sharing,
+      sessions: { live: r.sessionCount, max: r.maxSessions, list: r.sessionList() },
     })),
     // A holder on this replica is shown as its agent and tool; one on another replica by its owner id.
     leases: leases.slice(0, 200).map((l) => {

@@ -435,7 +435,8 @@ export class UpstreamConnection extends EventEmitter {
   ) {
     super();
     // needs_login is a state too (for /readyz, metrics, the catalog); a new login reconnects at once.
-    if (opts.auth) opts.auth.onChange = () => this.onAuthChange();
+    // The first connection of an upstream (the shared or listing one) follows login changes for the whole upstream.
+    if (opts.auth && !opts.auth.onChange) opts.auth.onChange = () => this.onAuthChange();
   }
 
   private onAuthChange(): void {

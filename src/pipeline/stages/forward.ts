@@ -10,6 +10,7 @@ import {
   UpstreamRpcError,
   UpstreamUnavailable,
 } from '../../upstreams/errors.js';
+import type { UpstreamSession } from '../../upstreams/upstream-unit.js';
 import type { Stage } from '../compose.js';
 import type { CallContext, ToolResult } from '../context.js';
 import type { PipelineServices } from '../services.js';
@@ -52,90 +53,117 @@ export function forward(services: PipelineServices): Stage {
       throw new BusError('upstream_unavailable', 'upstream_missing', `Upstream ${tool.upstream} is not running.`, {
         retryAfterMs: 1000,
       });
-    const gate = runtime.breaker.check();
-    if (!gate.ok) {
-      throw new BusError(
-        'upstream_unavailable',
-        'circuit_open',
-        `Upstream ${tool.upstream} is failing; calls are paused.`,
-        {
-          retryAfterMs: gate.retryAfterMs,
-        },
-      );
-    }
-    if (ctx.beforeSend) await ctx.beforeSend();
-
-    const args = tool.forwardKey && ctx.key !== undefined ? { ...ctx.args, idempotency_key: ctx.key } : ctx.args;
-    const params: Record<string, unknown> = { name: tool.upstreamTool, arguments: args };
-    const meta = upstreamMeta(ctx);
-    if (meta) params._meta = meta;
-
-    const wire = new AbortController();
-    const onAgentAbort = () => wire.abort(ctx.signal.reason);
-    ctx.signal.addEventListener('abort', onAgentAbort, { once: true });
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      if (timer) clearTimeout(timer);
-      timer = setTimeout(
-        () => {
-          ctx.timedOut = true;
-          wire.abort(new Error('deadline'));
-        },
-        Math.max(0, ctx.deadline - Date.now()),
-      );
-    };
-    arm();
-    const relay = ctx.onProgress;
-    const onProgress = (p: Record<string, unknown>) => {
-      // Progress shows the upstream is alive: extend the deadline, never past the hard cap.
-      const extended = Math.min(ctx.hardDeadline, Date.now() + tool.timeoutMs);
-      if (extended > ctx.deadline) {
-        ctx.deadline = extended;
-        arm();
-      }
-      // The upstream saw a token of the bus's own; the agent gets back the token it sent.
-      relay?.({ ...p, progressToken: ctx.meta?.progressToken });
-    };
+    // The agent's own session in per-agent/per-tenant mode (opened on first use), the shared connection otherwise.
+    // Taken before beforeSend: a call refused here was never dispatched, so its key is released for the retry.
+    const queueWaitMs = services.config().upstreams[tool.upstream]?.queueWaitMs ?? 10_000;
+    let session: UpstreamSession;
     try {
-      const result = await runtime.connection.request('tools/call', params, {
-        signal: wire.signal,
-        onProgress,
-        ...(ctx.asker ? { asker: ctx.asker } : {}),
-        onSent: () => {
-          ctx.dispatched = true;
-        },
+      session = await runtime.sessionFor(ctx.agent, {
+        waitUntil: Math.min(ctx.deadline, Date.now() + queueWaitMs),
+        signal: ctx.signal,
       });
-      runtime.breaker.success();
-      return result.isError === true ? toolErrorResult(result, tool.name) : result;
     } catch (err) {
-      if (err instanceof UpstreamRpcError && !ctx.timedOut && !ctx.signal.aborted) {
-        // The upstream answered, with a protocol error: that is its answer, recorded (and replayed) like a tool error.
-        runtime.breaker.success();
-        const code = err.code === -32602 ? 'upstream_invalid_params' : 'upstream_rpc_error';
-        return errorResult(
-          new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`),
-        );
-      }
-      if (err instanceof UpstreamResultTooLarge && !ctx.timedOut && !ctx.signal.aborted) {
-        // The upstream did answer (a write did happen): the answer is recorded, but it is too large to pass on.
-        runtime.breaker.success();
-        return errorResult(
-          new BusError(
-            'upstream_error',
-            'result_too_large',
-            `${tool.name} answered with more than ${err.limit} bytes, which the bus does not pass on (limits.maxUpstreamMessageBytes).`,
-          ),
-        );
-      }
-      throw mapFailure(err, ctx, services);
+      if (ctx.signal.aborted && !(err instanceof BusError))
+        throw new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.');
+      throw err;
+    }
+    try {
+      return await forwardOver(session, ctx, services);
     } finally {
-      clearTimeout(timer);
-      ctx.signal.removeEventListener('abort', onAgentAbort);
+      session.release();
     }
   };
 }
 
-function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices): unknown {
+async function forwardOver(
+  session: UpstreamSession,
+  ctx: CallContext,
+  services: PipelineServices,
+): Promise<ToolResult> {
+  const tool = ctx.tool!;
+  const gate = session.breaker.check();
+  if (!gate.ok) {
+    throw new BusError(
+      'upstream_unavailable',
+      'circuit_open',
+      `Upstream ${tool.upstream} is failing; calls are paused.`,
+      {
+        retryAfterMs: gate.retryAfterMs,
+      },
+    );
+  }
+  if (ctx.beforeSend) await ctx.beforeSend();
+
+  const args = tool.forwardKey && ctx.key !== undefined ? { ...ctx.args, idempotency_key: ctx.key } : ctx.args;
+  const params: Record<string, unknown> = { name: tool.upstreamTool, arguments: args };
+  const meta = upstreamMeta(ctx);
+  if (meta) params._meta = meta;
+
+  const wire = new AbortController();
+  const onAgentAbort = () => wire.abort(ctx.signal.reason);
+  ctx.signal.addEventListener('abort', onAgentAbort, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(
+      () => {
+        ctx.timedOut = true;
+        wire.abort(new Error('deadline'));
+      },
+      Math.max(0, ctx.deadline - Date.now()),
+    );
+  };
+  arm();
+  const relay = ctx.onProgress;
+  const onProgress = (p: Record<string, unknown>) => {
+    // Progress shows the upstream is alive: extend the deadline, never past the hard cap.
+    const extended = Math.min(ctx.hardDeadline, Date.now() + tool.timeoutMs);
+    if (extended > ctx.deadline) {
+      ctx.deadline = extended;
+      arm();
+    }
+    // The upstream saw a token of the bus's own; the agent gets back the token it sent.
+    relay?.({ ...p, progressToken: ctx.meta?.progressToken });
+  };
+  try {
+    const result = await session.connection.request('tools/call', params, {
+      signal: wire.signal,
+      onProgress,
+      ...(ctx.asker ? { asker: ctx.asker } : {}),
+      onSent: () => {
+        ctx.dispatched = true;
+      },
+    });
+    session.breaker.success();
+    return result.isError === true ? toolErrorResult(result, tool.name) : result;
+  } catch (err) {
+    if (err instanceof UpstreamRpcError && !ctx.timedOut && !ctx.signal.aborted) {
+      // The upstream answered, with a protocol error: that is its answer, recorded (and replayed) like a tool error.
+      session.breaker.success();
+      const code = err.code === -32602 ? 'upstream_invalid_params' : 'upstream_rpc_error';
+      return errorResult(
+        new BusError('upstream_error', code, `Upstream ${tool.upstream} refused the call: ${err.message}`),
+      );
+    }
+    if (err instanceof UpstreamResultTooLarge && !ctx.timedOut && !ctx.signal.aborted) {
+      // The upstream did answer (a write did happen): the answer is recorded, but it is too large to pass on.
+      session.breaker.success();
+      return errorResult(
+        new BusError(
+          'upstream_error',
+          'result_too_large',
+          `${tool.name} answered with more than ${err.limit} bytes, which the bus does not pass on (limits.maxUpstreamMessageBytes).`,
+        ),
+      );
+    }
+    throw mapFailure(err, ctx, services, session);
+  } finally {
+    clearTimeout(timer);
+    ctx.signal.removeEventListener('abort', onAgentAbort);
+  }
+}
+
+function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices, session: UpstreamSession): unknown {
   const tool = ctx.tool!;
   const runtime = services.upstream(tool.upstream)!;
   const isWrite = tool.kind === 'write';
@@ -170,7 +198,7 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
   if (err instanceof UpstreamUnavailable) {
     // While the connection is restarting, supervision already fails calls fast: only failures of a connection that
     // looked ready count towards opening the breaker.
-    if (runtime.connection.state === 'ready') runtime.breaker.failure();
+    if (session.connection.state === 'ready') session.breaker.failure();
     ctx.dispatched = false;
     return new BusError(
       'upstream_unavailable',
@@ -189,7 +217,7 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices):
     });
   }
   if (err instanceof UpstreamLost) {
-    runtime.breaker.failure();
+    session.breaker.failure();
     if (isWrite) {
       return new BusError(
         'outcome_unknown',
