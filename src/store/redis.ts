@@ -5,12 +5,15 @@
 //
 // When Redis is unreachable, every method rejects within about a second with StoreUnavailable (no offline queue, a
 // command timeout), and the client reconnects by itself when Redis is back.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import {
   type AuditEntry,
+  type BeginWriteOutcome,
+  type BeginWriteRequest,
   type ClaimOutcome,
   type ClaimRequest,
+  type FinishWriteRequest,
   type KeyRecord,
   type KeyState,
   type LeaseGrant,
@@ -22,6 +25,9 @@ import {
 import { CLAIM_LINGER_MS, DEFAULT_UNKNOWN_TTL_MS, type KeyTransition, type StoredKey, viewKey } from './key-rules.js';
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import {
+  ALL_SCRIPTS,
+  BEGIN_WRITE,
+  FINISH_WRITE,
   KEY_CLAIM,
   KEY_GET,
   KEY_MOVE,
@@ -49,6 +55,10 @@ const TOKEN_COUNTER_TTL_MS = 400 * 24 * 3600_000;
 export const REDIS_AUDIT_CAP = 10_000;
 const AUDIT_TTL_MS = 30 * 24 * 3600_000;
 const AUDIT_PAGE = 1000;
+/** Audit entries are sent together at most this long after the first of a batch, or at this many. */
+const AUDIT_FLUSH_MS = 20;
+const AUDIT_BATCH_MAX = 256;
+const AUDIT_TTL_REFRESH_MS = 60_000;
 
 /** Reply errors that mean Redis cannot serve now (loading, failing over, out of memory), not a bug in a script. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|OOM|NOAUTH|WRONGPASS)/;
@@ -67,9 +77,20 @@ function closedError(): StoreUnavailable {
 /** Redis takes whole milliseconds (PEXPIRE refuses fractions). */
 const ms = (n: number) => Math.max(0, Math.ceil(n));
 
-const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
-
 type LeaseReply = [1, number, number] | [0, number, 0 | 1];
+
+/** {'existing', state, fingerprint, owner, fence, expiresAt, result|nil} → the record. */
+function existingRecord(r: unknown[]): KeyRecord {
+  const record: KeyRecord = {
+    state: r[1] as KeyState,
+    fingerprint: String(r[2]),
+    owner: String(r[3]),
+    fence: Number(r[4]),
+    expiresAt: Number(r[5]),
+  };
+  if (typeof r[6] === 'string') record.result = r[6];
+  return record;
+}
 
 export interface RedisStoreOptions {
   url: string;
@@ -92,7 +113,12 @@ export class RedisStore implements StateStore {
   private readonly leaseSignals = new ScopeSignals();
   /** One per command or MULTI pipeline sent (a NOSCRIPT fallback adds a second); exposed as a metric. */
   roundTrips = 0;
-  private readonly shas = new Map<string, string>();
+  /** Audit entries not yet sent: one pipeline per batch, off the call's path. */
+  private auditBatch: AuditEntry[] = [];
+  private auditTimer: NodeJS.Timeout | undefined;
+  private auditExpiresSetAt = 0;
+  private auditWritten: Promise<void> | undefined;
+  private auditSettle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
   private readonly prefix: string;
   private readonly replicaId: string;
   private readonly keyChannel: string;
@@ -115,6 +141,13 @@ export class RedisStore implements StateStore {
     });
     // Failures surface through the commands that hit them; the event itself only needs a listener.
     this.client.on('error', () => {});
+    // ioredis runs each by EVALSHA and loads it on NOSCRIPT (first use, or after Redis restarted).
+    for (const script of ALL_SCRIPTS) {
+      this.client.defineCommand(script.name, {
+        lua: script.lua,
+        ...(script.keys === undefined ? {} : { numberOfKeys: script.keys }),
+      });
+    }
   }
 
   /** Connects, waiting at most about a second: a bus may start while Redis is down and serve reads meanwhile. */
@@ -136,15 +169,50 @@ export class RedisStore implements StateStore {
       ],
     )) as [string, ...unknown[]];
     if (r[0] === 'claimed') return { kind: 'claimed', fence: Number(r[1]), tookOver: r[2] === 1 };
-    const record: KeyRecord = {
-      state: r[1] as KeyState,
-      fingerprint: String(r[2]),
-      owner: String(r[3]),
-      fence: Number(r[4]),
-      expiresAt: Number(r[5]),
-    };
-    if (typeof r[6] === 'string') record.result = r[6];
-    return { kind: 'existing', record };
+    return { kind: 'existing', record: existingRecord(r) };
+  }
+
+  async beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
+    const keys = [this.key(req.scope), this.tokenCounter(), this.leaseIndex()];
+    for (const scope of req.leases) keys.push(this.lease(scope), this.leaseQueue(scope));
+    const r = (await this.eval(BEGIN_WRITE, keys, [
+      req.fingerprint,
+      req.owner,
+      ms(req.claimTtlMs),
+      req.retryUnknown ? '1' : '0',
+      ms(req.unknownTtlMs ?? DEFAULT_UNKNOWN_TTL_MS),
+      CLAIM_LINGER_MS,
+      ms(req.leaseTtlMs),
+      req.dispatch ? '1' : '0',
+      TOKEN_COUNTER_TTL_MS,
+      ...req.leases,
+    ])) as [string, ...unknown[]];
+    if (r[0] !== 'claimed') return { kind: 'existing', record: existingRecord(r) };
+    const grants =
+      r[3] === 1 ? req.leases.map((scope, i) => ({ scope, holder: req.owner, token: Number(r[5 + i]) })) : null;
+    return { kind: 'claimed', fence: Number(r[1]), tookOver: r[2] === 1, grants, dispatched: r[4] === 1 };
+  }
+
+  async finishWrite(req: FinishWriteRequest): Promise<boolean> {
+    const keys = [this.key(req.scope), this.leaseIndex()];
+    const args: (string | number)[] = [
+      req.owner,
+      req.fence,
+      req.result,
+      ms(req.ttlMs),
+      this.keyChannel,
+      req.scope,
+      this.leaseChannel,
+    ];
+    for (const g of req.grants) {
+      keys.push(this.lease(g.scope), this.leaseQueue(g.scope));
+      args.push(String(g.token), g.scope);
+    }
+    const r = (await this.eval(FINISH_WRITE, keys, args)) as [number, ...string[]];
+    // Joined callers and lease waiters in this process need not wait for the pub/sub round trip.
+    if (r[0] === 1) this.keySignals.notify(req.scope);
+    for (const head of r.slice(1)) if (head) this.leaseSignals.notify(head as string);
+    return r[0] === 1;
   }
 
   markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
@@ -168,7 +236,7 @@ export class RedisStore implements StateStore {
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
-    return (await this.readKey(scope)).record;
+    return (await this.readKey(scope, false)).record;
   }
 
   waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null> {
@@ -177,7 +245,7 @@ export class RedisStore implements StateStore {
       timeoutMs,
       signal,
       signals: this.keySignals,
-      read: () => this.readKey(scope),
+      read: () => this.readKey(scope, true),
       prepare: () => this.subscribe(),
       pollMs: KEY_POLL_MS,
     });
@@ -290,6 +358,8 @@ export class RedisStore implements StateStore {
     return this.command(async () => {
       const [sec, us] = await this.client.time();
       const now = Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+      // Expired members (holders that died) are trimmed here and on every acquire that waited.
+      await this.client.zremrangebyscore(this.leaseIndex(), '-inf', now);
       const scopes = await this.client.zrangebyscore(this.leaseIndex(), `(${now}`, '+inf');
       if (scopes.length === 0) return [];
       const pipe = this.client.pipeline();
@@ -320,21 +390,56 @@ export class RedisStore implements StateStore {
     await this.eval(RATE_PAUSE, [this.bucket(bucket)], [ms(pauseMs)]);
   }
 
-  async appendAudit(entry: AuditEntry): Promise<void> {
-    await this.command(async () => {
-      const key = `${this.prefix}audit`;
-      const [[err]] = ((await this.client
-        .multi()
-        .xadd(key, 'MAXLEN', '~', REDIS_AUDIT_CAP, '*', 'e', JSON.stringify(entry))
-        .pexpire(key, AUDIT_TTL_MS)
-        .exec()) ?? [[null]]) as [[Error | null]];
-      if (err) throw err;
-    });
+  /** Resolves once the entry's batch is in Redis (the pipeline does not wait for it; a CLI or test may). */
+  appendAudit(entry: AuditEntry): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    this.auditBatch.push(entry);
+    if (!this.auditWritten) {
+      this.auditWritten = new Promise<void>((resolve, reject) => {
+        this.auditSettle = { resolve, reject };
+      });
+      this.auditTimer = setTimeout(() => {
+        this.flushAudit().catch(() => {});
+      }, AUDIT_FLUSH_MS);
+    }
+    const written = this.auditWritten;
+    if (this.auditBatch.length >= AUDIT_BATCH_MAX) this.flushAudit().catch(() => {});
+    return written;
+  }
+
+  /** Sends the pending entries in one pipeline; the stream's TTL is refreshed at most once a minute. */
+  private async flushAudit(): Promise<void> {
+    clearTimeout(this.auditTimer);
+    this.auditTimer = undefined;
+    const batch = this.auditBatch;
+    const settle = this.auditSettle;
+    this.auditBatch = [];
+    this.auditWritten = undefined;
+    this.auditSettle = undefined;
+    if (batch.length === 0 || !settle) return;
+    try {
+      await this.command(async () => {
+        const key = `${this.prefix}audit`;
+        const pipe = this.client.pipeline();
+        for (const entry of batch) pipe.xadd(key, 'MAXLEN', '~', REDIS_AUDIT_CAP, '*', 'e', JSON.stringify(entry));
+        const now = Date.now();
+        if (now - this.auditExpiresSetAt > AUDIT_TTL_REFRESH_MS) {
+          this.auditExpiresSetAt = now;
+          pipe.pexpire(key, AUDIT_TTL_MS);
+        }
+        for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
+      }, true);
+      settle.resolve();
+    } catch (err) {
+      settle.reject(err);
+      throw err;
+    }
   }
 
   /** Oldest first (newest last); with a limit, the newest `limit` matching entries. Scans the capped stream. */
   async queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
     const limit = q.limit ?? DEFAULT_AUDIT_LIMIT;
+    await this.flushAudit().catch(() => {});
     return this.command(async () => {
       const out: AuditEntry[] = [];
       let end = '+';
@@ -366,6 +471,7 @@ export class RedisStore implements StateStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.flushAudit().catch(() => {});
     this.closed = true;
     // Waiters wake, find the store closed, and leave.
     this.keySignals.notifyAll();
@@ -401,8 +507,9 @@ export class RedisStore implements StateStore {
     });
   }
 
-  private async readKey(scope: string): Promise<{ record: KeyRecord | null; now: number }> {
-    const r = (await this.eval(KEY_GET, [this.key(scope)], [])) as (string | number | null)[];
+  /** `watch`: the caller waits for the record to settle, so its owner must publish the transition that does. */
+  private async readKey(scope: string, watch: boolean): Promise<{ record: KeyRecord | null; now: number }> {
+    const r = (await this.eval(KEY_GET, [this.key(scope)], [watch ? '1' : '0'])) as (string | number | null)[];
     const now = Number(r[0]);
     if (typeof r[1] !== 'string') return { record: null, now };
     const row: StoredKey = {
@@ -440,20 +547,15 @@ export class RedisStore implements StateStore {
     return this.subscribed;
   }
 
-  /** Runs a script by its SHA, loading it on first use (or after a Redis restart flushed the script cache). */
+  /** Runs a script defined on the client (EVALSHA; ioredis loads it on NOSCRIPT). */
   private eval(script: LuaScript, keys: string[], args: (string | number)[], evenIfClosed = false): Promise<unknown> {
-    return this.command(async () => {
-      let sha = this.shas.get(script.name);
-      if (!sha) {
-        sha = sha1(script.lua);
-        this.shas.set(script.name, sha);
-      }
-      try {
-        return await this.client.evalsha(sha, script.keys, ...keys, ...args);
-      } catch (err) {
-        if (!(err as Error).message?.startsWith('NOSCRIPT')) throw err;
-        return await this.client.eval(script.lua, script.keys, ...keys, ...args);
-      }
+    return this.command(() => {
+      const run = (this.client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[
+        script.name
+      ]!;
+      return script.keys === undefined
+        ? run.call(this.client, keys.length, ...keys, ...args)
+        : run.call(this.client, ...keys, ...args);
     }, evenIfClosed);
   }
 

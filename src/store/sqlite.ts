@@ -14,8 +14,11 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import {
   type AuditEntry,
+  type BeginWriteOutcome,
+  type BeginWriteRequest,
   type ClaimOutcome,
   type ClaimRequest,
+  type FinishWriteRequest,
   type KeyRecord,
   type LeaseGrant,
   type StateStore,
@@ -35,6 +38,7 @@ import {
 } from './key-rules.js';
 import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
+import { beginWriteLocally, finishWriteLocally, type KeyRows } from './local-writes.js';
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
 
@@ -45,6 +49,9 @@ const BUCKET_IDLE_MS = 60_000;
 export const AUDIT_RETENTION_MS = 30 * 24 * 3600_000;
 /** Leases of a previous incarnation stay blocked at most this long after a restart (as after a timed-out holder). */
 const ABANDONED_LEASE_DELAY_MS = 1000;
+/** Audit entries are written together at most this long after the first of a batch, or at this many. */
+const AUDIT_FLUSH_MS = 20;
+const AUDIT_BATCH_MAX = 256;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS keys_v1 (
@@ -212,6 +219,14 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   private readonly grantTx: (scope: string, holder: string, expiresAt: number) => number;
   private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
   private readonly settleTx: (unknownTtlMs: number, now: number) => { released: number; unknown: number };
+  private readonly beginTx: (req: BeginWriteRequest, now: number) => BeginWriteOutcome;
+  private readonly finishTx: (req: FinishWriteRequest, now: number) => boolean;
+  private readonly auditTx: (entries: AuditEntry[]) => void;
+  /** Audit entries not yet written: flushed together, one transaction per batch, off the call's path. */
+  private auditBatch: AuditEntry[] = [];
+  private auditTimer: NodeJS.Timeout | undefined;
+  private auditWritten: Promise<void> | undefined;
+  private auditSettle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
 
   constructor(
     private readonly db: Database.Database,
@@ -255,6 +270,18 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       return { released, unknown };
     });
 
+    const keyRows: KeyRows = { get: (scope) => toStored(q.getKey.get(scope)), put: putKey };
+    // One transaction for claim + leases + dispatch, one for complete + release: each commit costs a WAL append.
+    this.beginTx = db.transaction((req: BeginWriteRequest, now: number) =>
+      beginWriteLocally(req, now, keyRows, this.leases),
+    );
+    this.finishTx = db.transaction((req: FinishWriteRequest, now: number) =>
+      finishWriteLocally(req, now, keyRows, this.leases),
+    );
+    this.auditTx = db.transaction((entries: AuditEntry[]) => {
+      for (const e of entries) q.appendAudit.run(e.at, e.tool, JSON.stringify(e));
+    });
+
     this.leases = new LocalLeases({
       get: (scope) => this.guard(() => q.getLease.get(scope)),
       grant: (scope, holder, expiresAt) => this.guard(() => this.grantTx(scope, holder, expiresAt)),
@@ -270,6 +297,16 @@ export class SqliteStore extends KeyTransitions implements StateStore {
 
   async claimKey(req: ClaimRequest): Promise<ClaimOutcome> {
     return this.guard(() => this.claimTx(req, Date.now()));
+  }
+
+  async beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
+    return this.guard(() => this.beginTx(req, Date.now()));
+  }
+
+  async finishWrite(req: FinishWriteRequest): Promise<boolean> {
+    const done = this.guard(() => this.finishTx(req, Date.now()));
+    if (done) this.signals.notify(req.scope);
+    return done;
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
@@ -329,12 +366,42 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     });
   }
 
-  async appendAudit(entry: AuditEntry): Promise<void> {
-    this.guard(() => this.q.appendAudit.run(entry.at, entry.tool, JSON.stringify(entry)));
+  /** Resolves once the entry's batch is written (the pipeline does not wait for it; a CLI or test may). */
+  appendAudit(entry: AuditEntry): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    this.auditBatch.push(entry);
+    if (!this.auditWritten) {
+      this.auditWritten = new Promise<void>((resolve, reject) => {
+        this.auditSettle = { resolve, reject };
+      });
+      this.auditTimer = setTimeout(() => this.flushAudit(), AUDIT_FLUSH_MS);
+    }
+    const written = this.auditWritten;
+    if (this.auditBatch.length >= AUDIT_BATCH_MAX) this.flushAudit();
+    return written;
+  }
+
+  /** Writes the pending audit entries in one transaction. */
+  private flushAudit(): void {
+    clearTimeout(this.auditTimer);
+    this.auditTimer = undefined;
+    const batch = this.auditBatch;
+    const settle = this.auditSettle;
+    this.auditBatch = [];
+    this.auditWritten = undefined;
+    this.auditSettle = undefined;
+    if (batch.length === 0 || !settle) return;
+    try {
+      this.guard(() => this.auditTx(batch));
+      settle.resolve();
+    } catch (err) {
+      settle.reject(err);
+    }
   }
 
   /** Oldest first (newest last); with a limit, the newest `limit` matching entries. */
   async queryAudit(query: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
+    this.flushAudit();
     return this.guard(() =>
       this.q.queryAudit
         .all({
@@ -358,6 +425,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.flushAudit();
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
     this.leases.close(closedError());
