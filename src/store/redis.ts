@@ -117,6 +117,8 @@ export class RedisStore implements StateStore {
   private auditBatch: AuditEntry[] = [];
   private auditTimer: NodeJS.Timeout | undefined;
   private auditExpiresSetAt = 0;
+  /** When begin-write should next refresh the lease index's TTL (a day long; refreshed once a minute). */
+  private indexTtlAt = 0;
   private auditWritten: Promise<void> | undefined;
   private auditSettle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
   private readonly prefix: string;
@@ -185,6 +187,7 @@ export class RedisStore implements StateStore {
       ms(req.leaseTtlMs),
       req.dispatch ? '1' : '0',
       TOKEN_COUNTER_TTL_MS,
+      this.indexTtlDue() ? '1' : '0',
       ...req.leases,
     ])) as [string, ...unknown[]];
     if (r[0] !== 'claimed') return { kind: 'existing', record: existingRecord(r) };
@@ -364,7 +367,7 @@ export class RedisStore implements StateStore {
       if (scopes.length === 0) return [];
       const pipe = this.client.pipeline();
       for (const scope of scopes) {
-        pipe.hmget(this.lease(scope), 'h', 't', 'ex');
+        pipe.get(this.lease(scope));
         pipe.zcard(this.leaseQueue(scope));
       }
       const replies = (await pipe.exec()) ?? [];
@@ -373,7 +376,8 @@ export class RedisStore implements StateStore {
         const [errL, lease] = replies[2 * i] ?? [];
         const [errQ, waiters] = replies[2 * i + 1] ?? [];
         if (errL || errQ) throw errL ?? errQ;
-        const [holder, token, ex] = lease as (string | null)[];
+        // holder, token, expiresAt, waiters flag (src/store/lua/includes/lease-record.lua)
+        const [holder, token, ex] = typeof lease === 'string' ? lease.split('\n') : [];
         if (!holder || Number(ex) <= now) return;
         out.push({ scope, holder, token: Number(token), expiresAt: Number(ex), waiters: Number(waiters) });
       });
@@ -421,7 +425,9 @@ export class RedisStore implements StateStore {
       await this.command(async () => {
         const key = `${this.prefix}audit`;
         const pipe = this.client.pipeline();
-        for (const entry of batch) pipe.xadd(key, 'MAXLEN', '~', REDIS_AUDIT_CAP, '*', 'e', JSON.stringify(entry));
+        // One stream item per batch (field b: a JSON array, oldest first), trimmed to about REDIS_AUDIT_CAP entries.
+        const items = Math.max(1, Math.ceil(REDIS_AUDIT_CAP / batch.length));
+        pipe.xadd(key, 'MAXLEN', '~', items, '*', 'b', JSON.stringify(batch));
         const now = Date.now();
         if (now - this.auditExpiresSetAt > AUDIT_TTL_REFRESH_MS) {
           this.auditExpiresSetAt = now;
@@ -446,11 +452,15 @@ export class RedisStore implements StateStore {
       while (out.length < limit) {
         const page = await this.client.xrevrange(`${this.prefix}audit`, end, '-', 'COUNT', AUDIT_PAGE);
         for (const [, fields] of page) {
-          const entry = JSON.parse(fields[1] ?? 'null') as AuditEntry | null;
-          if (!entry) continue;
-          if (q.sinceMs !== undefined && entry.at < q.sinceMs) continue;
-          if (q.tool !== undefined && entry.tool !== q.tool) continue;
-          out.push(entry);
+          // Field e: one entry (older versions); b: a batch, oldest first.
+          const parsed = JSON.parse(fields[1] ?? 'null') as AuditEntry | AuditEntry[] | null;
+          const entries = Array.isArray(parsed) ? parsed.reverse() : parsed ? [parsed] : [];
+          for (const entry of entries) {
+            if (q.sinceMs !== undefined && entry.at < q.sinceMs) continue;
+            if (q.tool !== undefined && entry.tool !== q.tool) continue;
+            out.push(entry);
+            if (out.length >= limit) break;
+          }
           if (out.length >= limit) break;
         }
         if (page.length < AUDIT_PAGE) break;
@@ -567,6 +577,13 @@ export class RedisStore implements StateStore {
     } catch (err) {
       throw toStoreError(err);
     }
+  }
+
+  private indexTtlDue(): boolean {
+    const now = Date.now();
+    if (now < this.indexTtlAt) return false;
+    this.indexTtlAt = now + 60_000;
+    return true;
   }
 
   private assertOpen(): void {

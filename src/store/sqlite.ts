@@ -54,7 +54,7 @@ const AUDIT_FLUSH_MS = 20;
 const AUDIT_BATCH_MAX = 256;
 
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS keys_v1 (
+CREATE TABLE IF NOT EXISTS keys_v2 (
   scope TEXT PRIMARY KEY,
   state TEXT NOT NULL,
   fingerprint TEXT NOT NULL,
@@ -63,14 +63,14 @@ CREATE TABLE IF NOT EXISTS keys_v1 (
   result TEXT,
   expires_at INTEGER NOT NULL,
   unknown_ttl_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS keys_v1_expires_at ON keys_v1 (expires_at);
-CREATE TABLE IF NOT EXISTS leases_v1 (
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS keys_v2_expires_at ON keys_v2 (expires_at);
+CREATE TABLE IF NOT EXISTS leases_v2 (
   scope TEXT PRIMARY KEY,
   holder TEXT NOT NULL,
   token INTEGER NOT NULL,
   expires_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters_v1 (
   name TEXT PRIMARY KEY,
   value INTEGER NOT NULL
@@ -89,6 +89,21 @@ CREATE TABLE IF NOT EXISTS audit_v1 (
 CREATE INDEX IF NOT EXISTS audit_v1_at ON audit_v1 (at);
 CREATE INDEX IF NOT EXISTS audit_v1_tool ON audit_v1 (tool, id);
 `;
+
+/**
+ * Version 1 kept keys and leases in rowid tables, so every change of a row also touched a separate index on its
+ * scope: two more pages written to the WAL per commit. Version 2 keys them by scope alone (WITHOUT ROWID); a file
+ * of version 1 is moved over once, at open.
+ */
+const MIGRATE_V1 = `
+INSERT OR IGNORE INTO keys_v2 SELECT scope, state, fingerprint, owner, fence, result, expires_at, unknown_ttl_ms FROM keys_v1;
+DROP TABLE keys_v1;
+INSERT OR IGNORE INTO leases_v2 SELECT scope, holder, token, expires_at FROM leases_v1;
+DROP TABLE leases_v1;
+`;
+
+/** Fencing tokens are reserved in blocks, so a grant writes the counter's page once per this many grants. */
+const TOKEN_BLOCK = 1000;
 
 /** Codes that mean the file cannot be used right now (disk, permissions, locking), not a bug in a statement. */
 const UNAVAILABLE = /^SQLITE_(IOERR|FULL|CANTOPEN|BUSY|LOCKED|READONLY|CORRUPT|NOTADB|PROTOCOL|NOMEM|PERM|AUTH)/;
@@ -114,43 +129,44 @@ function prepareStatements(db: Database.Database) {
   return {
     getKey: p<[string], KeyRow>(
       `SELECT state, fingerprint, owner, fence, result, expires_at AS expiresAt, unknown_ttl_ms AS unknownTtlMs
-       FROM keys_v1 WHERE scope = ?`,
+       FROM keys_v2 WHERE scope = ?`,
     ),
     putKey: p<[string, string, string, string, number, string | null, number, number]>(
-      `INSERT INTO keys_v1 (scope, state, fingerprint, owner, fence, result, expires_at, unknown_ttl_ms)
+      `INSERT INTO keys_v2 (scope, state, fingerprint, owner, fence, result, expires_at, unknown_ttl_ms)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (scope) DO UPDATE SET state = excluded.state, fingerprint = excluded.fingerprint,
          owner = excluded.owner, fence = excluded.fence, result = excluded.result,
          expires_at = excluded.expires_at, unknown_ttl_ms = excluded.unknown_ttl_ms`,
     ),
-    deleteKey: p<[string]>('DELETE FROM keys_v1 WHERE scope = ?'),
+    deleteKey: p<[string]>('DELETE FROM keys_v2 WHERE scope = ?'),
     sweepKeys: p<{ now: number; linger: number; limit: number }>(
-      `DELETE FROM keys_v1 WHERE rowid IN (SELECT rowid FROM keys_v1 WHERE expires_at <= @now AND (
+      `DELETE FROM keys_v2 WHERE scope IN (SELECT scope FROM keys_v2 WHERE expires_at <= @now AND (
          (state IN ('completed', 'unknown'))
          OR (state = 'claimed' AND expires_at + @linger <= @now)
          OR (state = 'dispatched' AND expires_at + unknown_ttl_ms <= @now)) LIMIT @limit)`,
     ),
-    releaseClaims: p<[]>(`DELETE FROM keys_v1 WHERE state = 'claimed'`),
+    releaseClaims: p<[]>(`DELETE FROM keys_v2 WHERE state = 'claimed'`),
     dropLostDispatches: p<[number]>(
-      `DELETE FROM keys_v1 WHERE state = 'dispatched' AND expires_at + unknown_ttl_ms <= ?`,
+      `DELETE FROM keys_v2 WHERE state = 'dispatched' AND expires_at + unknown_ttl_ms <= ?`,
     ),
-    dispatchesToUnknown: p<[number]>(`UPDATE keys_v1 SET state = 'unknown', expires_at = ? WHERE state = 'dispatched'`),
+    dispatchesToUnknown: p<[number]>(`UPDATE keys_v2 SET state = 'unknown', expires_at = ? WHERE state = 'dispatched'`),
     shortenLeases: p<[number, number]>(
-      `UPDATE leases_v1 SET holder = '', expires_at = MIN(expires_at, ?) WHERE expires_at > ?`,
+      `UPDATE leases_v2 SET holder = '', expires_at = MIN(expires_at, ?) WHERE expires_at > ?`,
     ),
-    getLease: p<[string], LeaseRow>('SELECT holder, token, expires_at AS expiresAt FROM leases_v1 WHERE scope = ?'),
+    getLease: p<[string], LeaseRow>('SELECT holder, token, expires_at AS expiresAt FROM leases_v2 WHERE scope = ?'),
     putLease: p<[string, string, number, number]>(
-      `INSERT INTO leases_v1 (scope, holder, token, expires_at) VALUES (?, ?, ?, ?)
+      `INSERT INTO leases_v2 (scope, holder, token, expires_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at`,
     ),
-    deleteLease: p<[string]>('DELETE FROM leases_v1 WHERE scope = ?'),
+    deleteLease: p<[string]>('DELETE FROM leases_v2 WHERE scope = ?'),
     allLeases: p<[], LeaseRow & { scope: string }>(
-      'SELECT scope, holder, token, expires_at AS expiresAt FROM leases_v1',
+      'SELECT scope, holder, token, expires_at AS expiresAt FROM leases_v2',
     ),
-    sweepLeases: p<[number]>('DELETE FROM leases_v1 WHERE expires_at <= ?'),
-    nextToken: p<[], { value: number }>(
-      `INSERT INTO counters_v1 (name, value) VALUES ('lease-token', 1)
-       ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value`,
+    sweepLeases: p<[number]>('DELETE FROM leases_v2 WHERE expires_at <= ?'),
+    getTokenCeiling: p<[], { value: number }>(`SELECT value FROM counters_v1 WHERE name = 'lease-token'`),
+    putTokenCeiling: p<[number]>(
+      `INSERT INTO counters_v1 (name, value) VALUES ('lease-token', ?)
+       ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
     ),
     getBucket: p<[string], BucketState>('SELECT tat, paused_until AS pausedUntil FROM buckets_v1 WHERE bucket = ?'),
     putBucket: p<[string, number, number]>(
@@ -182,7 +198,7 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
     };
     if (found.n === 0) {
       db.close();
-      throw new Error(`${path} holds no toolbus state (tables *_v1)`);
+      throw new Error(`${path} holds no toolbus state (table audit_v1)`);
     }
     return new SqliteStore(db, undefined);
   }
@@ -194,6 +210,12 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
     db.pragma('synchronous = NORMAL');
     db.pragma('busy_timeout = 1000');
     db.exec(SCHEMA);
+    const v1 = db
+      .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'keys_v1'`)
+      .get() as {
+      n: number;
+    };
+    if (v1.n > 0) db.transaction(() => db.exec(MIGRATE_V1))();
     return new SqliteStore(db, unlock);
   } catch (err) {
     unlock();
@@ -206,6 +228,9 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   private closed = false;
   private readonly signals = new ScopeSignals();
   private readonly leases: LocalLeases;
+  /** The last fencing token handed out, and the ceiling known to be stored (tokens are reserved in blocks). */
+  private lastToken = 0;
+  private tokenCeiling = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
   private readonly q: ReturnType<typeof prepareStatements>;
   private readonly claimTx: (req: ClaimRequest, now: number) => ClaimOutcome;
@@ -250,11 +275,24 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       else putKey(scope, next);
       return true;
     });
-    this.grantTx = db.transaction((scope: string, holder: string, expiresAt: number) => {
-      const token = q.nextToken.get()!.value;
+    // Tokens up to the stored ceiling may have been handed out; a new incarnation starts above it.
+    this.lastToken = q.getTokenCeiling.get()?.value ?? 0;
+    this.tokenCeiling = this.lastToken;
+    const grant = (scope: string, holder: string, expiresAt: number) => {
+      const token = this.lastToken + 1;
+      if (token > this.tokenCeiling) {
+        // Written in the same transaction as the lease row, so no token is handed out above the stored ceiling.
+        q.putTokenCeiling.run(token + TOKEN_BLOCK - 1);
+        this.tokenCeiling = token + TOKEN_BLOCK - 1;
+      }
       q.putLease.run(scope, holder, token, expiresAt);
+      this.lastToken = token;
       return token;
-    });
+    };
+    // Inside beginWrite's transaction a grant needs no savepoint of its own.
+    const grantTx = db.transaction(grant);
+    this.grantTx = (scope, holder, expiresAt) =>
+      db.inTransaction ? grant(scope, holder, expiresAt) : grantTx(scope, holder, expiresAt);
     this.takeTx = db.transaction((bucket: string, perSecond: number, burst: number, now: number) => {
       const { result, next } = takeFromBucket(q.getBucket.get(bucket), now, perSecond, burst);
       if (next) q.putBucket.run(bucket, next.tat, next.pausedUntil);
@@ -466,6 +504,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     try {
       return fn();
     } catch (err) {
+      // A transaction that failed may have rolled back a new ceiling: store it again with the next grant.
+      this.tokenCeiling = Math.min(this.tokenCeiling, this.lastToken);
       if (err instanceof Database.SqliteError && UNAVAILABLE.test(err.code)) {
         throw new StoreUnavailable(`SQLite state file unusable: ${err.code} ${err.message}`, { cause: err });
       }

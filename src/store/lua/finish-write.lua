@@ -1,4 +1,4 @@
--- Input: KEYS[1] record, KEYS[2] lease index, then per grant i: KEYS[1+2i] lease hash, KEYS[2+2i] queue zset;
+-- Input: KEYS[1] record, KEYS[2] lease index, then per grant i: KEYS[1+2i] lease, KEYS[2+2i] queue zset;
 --        ARGV[1] owner, ARGV[2] fence, ARGV[3] result, ARGV[4] TTL ms, ARGV[5] key channel, ARGV[6] key scope,
 --        ARGV[7] lease channel, then per grant i: ARGV[6+2i] token, ARGV[7+2i] lease scope
 -- Output: {completed 0|1, head...}: the key claimed|dispatched → completed (compare-and-set on owner and fence;
@@ -6,6 +6,7 @@
 --         is the waiter that may go next on scope i ('' when none). One script instead of complete + release.
 -- @include clock
 -- @include key-record
+-- @include lease-record
 -- @include lease-release
 local done = 0
 local r = decodeKey(redis.call('GET', KEYS[1]))
