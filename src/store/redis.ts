@@ -23,7 +23,7 @@ import {
   type TakeTokenResult,
 } from './contract.js';
 import { CLAIM_LINGER_MS, DEFAULT_UNKNOWN_TTL_MS, type KeyTransition, type StoredKey, viewKey } from './key-rules.js';
-import { DEFAULT_AUDIT_LIMIT } from './memory.js';
+import { RedisAuditTrail } from './redis-audit.js';
 import {
   ALL_SCRIPTS,
   BEGIN_WRITE,
@@ -51,14 +51,6 @@ const LEASE_POLL_MS = 1000;
 const LEASE_HEARTBEAT_TTL_MS = 3500;
 /** The fencing-token counter outlives any lease by far; tokens also never fall behind Redis' clock in µs. */
 const TOKEN_COUNTER_TTL_MS = 400 * 24 * 3600_000;
-/** The audit stream keeps about this many newest entries, and disappears after this long without appends. */
-export const REDIS_AUDIT_CAP = 10_000;
-const AUDIT_TTL_MS = 30 * 24 * 3600_000;
-const AUDIT_PAGE = 1000;
-/** Audit entries are sent together at most this long after the first of a batch, or at this many. */
-const AUDIT_FLUSH_MS = 20;
-const AUDIT_BATCH_MAX = 256;
-const AUDIT_TTL_REFRESH_MS = 60_000;
 
 /** Reply errors that mean Redis cannot serve now (loading, failing over, out of memory), not a bug in a script. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|OOM|NOAUTH|WRONGPASS)/;
@@ -111,16 +103,11 @@ export class RedisStore implements StateStore {
   private subscribed: Promise<void> | undefined;
   private readonly keySignals = new ScopeSignals();
   private readonly leaseSignals = new ScopeSignals();
+  private readonly audit: RedisAuditTrail;
   /** One per command or MULTI pipeline sent (a NOSCRIPT fallback adds a second); exposed as a metric. */
   roundTrips = 0;
-  /** Audit entries not yet sent: one pipeline per batch, off the call's path. */
-  private auditBatch: AuditEntry[] = [];
-  private auditTimer: NodeJS.Timeout | undefined;
-  private auditExpiresSetAt = 0;
   /** When begin-write should next refresh the lease index's TTL (a day long; refreshed once a minute). */
   private indexTtlAt = 0;
-  private auditWritten: Promise<void> | undefined;
-  private auditSettle: { resolve: () => void; reject: (err: unknown) => void } | undefined;
   private readonly prefix: string;
   private readonly replicaId: string;
   private readonly keyChannel: string;
@@ -143,6 +130,7 @@ export class RedisStore implements StateStore {
     });
     // Failures surface through the commands that hit them; the event itself only needs a listener.
     this.client.on('error', () => {});
+    this.audit = new RedisAuditTrail(this.client, `${opts.prefix}audit`, (fn) => this.command(fn, true));
     // ioredis runs each by EVALSHA and loads it on NOSCRIPT (first use, or after Redis restarted).
     for (const script of ALL_SCRIPTS) {
       this.client.defineCommand(script.name, {
@@ -197,7 +185,9 @@ export class RedisStore implements StateStore {
   }
 
   async finishWrite(req: FinishWriteRequest): Promise<boolean> {
-    const keys = [this.key(req.scope), this.leaseIndex()];
+    // Audit entries waiting to be sent ride along: a steady stream of writes needs no round trip for its audit.
+    const audit = this.audit.takeForRide();
+    const keys = [this.key(req.scope), this.leaseIndex(), this.audit.key];
     const args: (string | number)[] = [
       req.owner,
       req.fence,
@@ -206,12 +196,22 @@ export class RedisStore implements StateStore {
       this.keyChannel,
       req.scope,
       this.leaseChannel,
+      audit?.json ?? '',
+      audit?.maxItems ?? 0,
+      audit?.refreshTtl ? audit.ttlMs : 0,
     ];
     for (const g of req.grants) {
       keys.push(this.lease(g.scope), this.leaseQueue(g.scope));
       args.push(String(g.token), g.scope);
     }
-    const r = (await this.eval(FINISH_WRITE, keys, args)) as [number, ...string[]];
+    let r: [number, ...string[]];
+    try {
+      r = (await this.eval(FINISH_WRITE, keys, args)) as [number, ...string[]];
+    } catch (err) {
+      audit?.settle(err);
+      throw err;
+    }
+    audit?.settle();
     // Joined callers and lease waiters in this process need not wait for the pub/sub round trip.
     if (r[0] === 1) this.keySignals.notify(req.scope);
     for (const head of r.slice(1)) if (head) this.leaseSignals.notify(head as string);
@@ -394,80 +394,13 @@ export class RedisStore implements StateStore {
     await this.eval(RATE_PAUSE, [this.bucket(bucket)], [ms(pauseMs)]);
   }
 
-  /** Resolves once the entry's batch is in Redis (the pipeline does not wait for it; a CLI or test may). */
   appendAudit(entry: AuditEntry): Promise<void> {
     if (this.closed) return Promise.reject(closedError());
-    this.auditBatch.push(entry);
-    if (!this.auditWritten) {
-      this.auditWritten = new Promise<void>((resolve, reject) => {
-        this.auditSettle = { resolve, reject };
-      });
-      this.auditTimer = setTimeout(() => {
-        this.flushAudit().catch(() => {});
-      }, AUDIT_FLUSH_MS);
-    }
-    const written = this.auditWritten;
-    if (this.auditBatch.length >= AUDIT_BATCH_MAX) this.flushAudit().catch(() => {});
-    return written;
+    return this.audit.append(entry);
   }
 
-  /** Sends the pending entries in one pipeline; the stream's TTL is refreshed at most once a minute. */
-  private async flushAudit(): Promise<void> {
-    clearTimeout(this.auditTimer);
-    this.auditTimer = undefined;
-    const batch = this.auditBatch;
-    const settle = this.auditSettle;
-    this.auditBatch = [];
-    this.auditWritten = undefined;
-    this.auditSettle = undefined;
-    if (batch.length === 0 || !settle) return;
-    try {
-      await this.command(async () => {
-        const key = `${this.prefix}audit`;
-        const pipe = this.client.pipeline();
-        // One stream item per batch (field b: a JSON array, oldest first), trimmed to about REDIS_AUDIT_CAP entries.
-        const items = Math.max(1, Math.ceil(REDIS_AUDIT_CAP / batch.length));
-        pipe.xadd(key, 'MAXLEN', '~', items, '*', 'b', JSON.stringify(batch));
-        const now = Date.now();
-        if (now - this.auditExpiresSetAt > AUDIT_TTL_REFRESH_MS) {
-          this.auditExpiresSetAt = now;
-          pipe.pexpire(key, AUDIT_TTL_MS);
-        }
-        for (const [err] of (await pipe.exec()) ?? []) if (err) throw err;
-      }, true);
-      settle.resolve();
-    } catch (err) {
-      settle.reject(err);
-      throw err;
-    }
-  }
-
-  /** Oldest first (newest last); with a limit, the newest `limit` matching entries. Scans the capped stream. */
-  async queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
-    const limit = q.limit ?? DEFAULT_AUDIT_LIMIT;
-    await this.flushAudit().catch(() => {});
-    return this.command(async () => {
-      const out: AuditEntry[] = [];
-      let end = '+';
-      while (out.length < limit) {
-        const page = await this.client.xrevrange(`${this.prefix}audit`, end, '-', 'COUNT', AUDIT_PAGE);
-        for (const [, fields] of page) {
-          // Field e: one entry (older versions); b: a batch, oldest first.
-          const parsed = JSON.parse(fields[1] ?? 'null') as AuditEntry | AuditEntry[] | null;
-          const entries = Array.isArray(parsed) ? parsed.reverse() : parsed ? [parsed] : [];
-          for (const entry of entries) {
-            if (q.sinceMs !== undefined && entry.at < q.sinceMs) continue;
-            if (q.tool !== undefined && entry.tool !== q.tool) continue;
-            out.push(entry);
-            if (out.length >= limit) break;
-          }
-          if (out.length >= limit) break;
-        }
-        if (page.length < AUDIT_PAGE) break;
-        end = `(${page[page.length - 1]![0]}`;
-      }
-      return out.reverse();
-    });
+  queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
+    return this.audit.query(q);
   }
 
   async ping(): Promise<void> {
@@ -481,7 +414,7 @@ export class RedisStore implements StateStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.flushAudit().catch(() => {});
+    await this.audit.flush().catch(() => {});
     this.closed = true;
     // Waiters wake, find the store closed, and leave.
     this.keySignals.notifyAll();

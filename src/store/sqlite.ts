@@ -41,6 +41,7 @@ import { type LeaseRow, LocalLeases } from './local-leases.js';
 import { beginWriteLocally, finishWriteLocally, type KeyRows } from './local-writes.js';
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
+import { GroupCommit } from './sqlite-group-commit.js';
 
 const SWEEP_EVERY_MS = 60_000;
 const SWEEP_BATCH = 5000;
@@ -244,8 +245,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   private readonly grantTx: (scope: string, holder: string, expiresAt: number) => number;
   private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
   private readonly settleTx: (unknownTtlMs: number, now: number) => { released: number; unknown: number };
-  private readonly beginTx: (req: BeginWriteRequest, now: number) => BeginWriteOutcome;
-  private readonly finishTx: (req: FinishWriteRequest, now: number) => boolean;
+  private readonly keyRows: KeyRows;
+  private readonly group: GroupCommit;
   private readonly auditTx: (entries: AuditEntry[]) => void;
   /** Audit entries not yet written: flushed together, one transaction per batch, off the call's path. */
   private auditBatch: AuditEntry[] = [];
@@ -308,14 +309,10 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       return { released, unknown };
     });
 
-    const keyRows: KeyRows = { get: (scope) => toStored(q.getKey.get(scope)), put: putKey };
-    // One transaction for claim + leases + dispatch, one for complete + release: each commit costs a WAL append.
-    this.beginTx = db.transaction((req: BeginWriteRequest, now: number) =>
-      beginWriteLocally(req, now, keyRows, this.leases),
-    );
-    this.finishTx = db.transaction((req: FinishWriteRequest, now: number) =>
-      finishWriteLocally(req, now, keyRows, this.leases),
-    );
+    this.keyRows = { get: (scope) => toStored(q.getKey.get(scope)), put: putKey };
+    // Claim + leases + dispatch in one step, complete + release in another, and the steps of concurrent writes in
+    // one transaction per turn of the event loop: each commit costs a WAL append.
+    this.group = new GroupCommit(db, (fn) => this.guard(fn));
     this.auditTx = db.transaction((entries: AuditEntry[]) => {
       for (const e of entries) q.appendAudit.run(e.at, e.tool, JSON.stringify(e));
     });
@@ -337,12 +334,14 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     return this.guard(() => this.claimTx(req, Date.now()));
   }
 
-  async beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
-    return this.guard(() => this.beginTx(req, Date.now()));
+  beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
+    if (this.closed) return Promise.reject(closedError());
+    return this.group.run(() => beginWriteLocally(req, Date.now(), this.keyRows, this.leases));
   }
 
   async finishWrite(req: FinishWriteRequest): Promise<boolean> {
-    const done = this.guard(() => this.finishTx(req, Date.now()));
+    this.assertOpen();
+    const done = await this.group.run(() => finishWriteLocally(req, Date.now(), this.keyRows, this.leases));
     if (done) this.signals.notify(req.scope);
     return done;
   }
@@ -463,6 +462,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.group.flush();
     this.flushAudit();
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
