@@ -164,6 +164,9 @@ export function idempotency(services: PipelineServices): Stage {
       throw err;
     } finally {
       clearInterval(renewal);
+      // The rate stage releases the slot taken with the claim; should the call never reach it, it is released here
+      // (a second release does nothing).
+      ctx.prepared?.permit?.release();
     }
   };
 }
