@@ -322,6 +322,162 @@ async function writes() {
   );
 }
 
+/** Counts every command Redis runs on database `db` (those inside Lua scripts too) while `fn` runs, via MONITOR. */
+async function redisCommands(db, fn) {
+  const r = new Redis('redis://127.0.0.1:6379/0');
+  const monitor = await r.monitor();
+  const counts = { total: 0, scripts: 0, byName: {} };
+  // The bus's own health probe and pub/sub setup are not part of any call.
+  const ignored = new Set(['ping', 'subscribe', 'info', 'client', 'select', 'quit']);
+  monitor.on('monitor', (_time, args, _source, database) => {
+    if (String(database) !== String(db)) return;
+    const name = String(args[0]).toLowerCase();
+    if (ignored.has(name)) return;
+    counts.total++;
+    if (name === 'evalsha' || name === 'eval') counts.scripts++;
+    counts.byName[name] = (counts.byName[name] ?? 0) + 1;
+  });
+  try {
+    const out = await fn();
+    // Let the last audit batch (sent up to 20 ms after its call) reach MONITOR.
+    await new Promise((res) => setTimeout(res, 200));
+    return { out, counts };
+  } finally {
+    monitor.disconnect();
+    r.disconnect();
+  }
+}
+
+/**
+ * Issue 13, "safety at the price of a read": every figure of DESIGN.md §12 about the write path, in one run.
+ * SQLite: 1 agent read vs keyed leased write vs replay (p50), 16 readers vs 16 keyed writers on distinct entities
+ * (calls/s). Redis: commands (counting those inside Lua) and round trips per keyed leased write, and per read with
+ * and without a rate limit.
+ */
+async function safety() {
+  const dir = tempDir();
+  const s = {};
+  const sqlite = await startBus(busYaml({ store: `{ kind: sqlite, path: ${join(dir, 'safety.db')} }` }), dir);
+  // The machine is shared: reads and writes are measured in alternating slices and each figure is the median of its
+  // slices, so a burst of load from elsewhere lands on both sides of a ratio rather than on one.
+  const rounds = 3;
+  const slice = { durationMs: Math.max(500, Math.round(DURATION / rounds)), warmupMs: 300 };
+  const runs = { read1: [], write1: [], replay1: [], read16: [], write16: [] };
+  load(sqlite.url, { sessions: 1, tool: 'echo__counter_incr', args: 'replay', durationMs: 200, warmupMs: 0 });
+  for (let i = 0; i < rounds; i++) {
+    runs.read1.push(load(sqlite.url, { ...slice, sessions: 1 }));
+    runs.write1.push(load(sqlite.url, { ...slice, sessions: 1, tool: 'echo__counter_incr', args: 'write-unique' }));
+    runs.replay1.push(load(sqlite.url, { ...slice, sessions: 1, tool: 'echo__counter_incr', args: 'replay' }));
+    runs.read16.push(load(sqlite.url, { ...slice, sessions: 16 }));
+    runs.write16.push(load(sqlite.url, { ...slice, sessions: 16, tool: 'echo__counter_incr', args: 'write-unique' }));
+  }
+  await sqlite.stop();
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const merged = (xs) => ({
+    rps: median(xs.map((x) => x.rps)),
+    p50: median(xs.map((x) => x.p50)),
+    p99: median(xs.map((x) => x.p99)),
+    errors: Object.assign({}, ...xs.map((x) => x.errors)),
+  });
+  const read1 = merged(runs.read1);
+  const write1 = merged(runs.write1);
+  const replay1 = merged(runs.replay1);
+  const read16 = merged(runs.read16);
+  const write16 = merged(runs.write16);
+  s.sqlite = {
+    read1: pick(read1),
+    write1: pick(write1),
+    replay1: pick(replay1),
+    read16: pick(read16),
+    write16: pick(write16),
+    writeOverReadP50: round(write1.p50 / read1.p50),
+    replayOverReadP50: round(replay1.p50 / read1.p50),
+    writers16OverReaders16: round(write16.rps / read16.rps),
+  };
+
+  // Redis: a database of its own, so MONITOR sees this bus alone.
+  const db = 13;
+  const prefix = `bench-safety-${process.pid}:`;
+  const store = `{ kind: redis, url: "redis://127.0.0.1:6379/${db}", prefix: "${prefix}" }`;
+  const short = { sessions: 1, durationMs: Math.min(DURATION, 2000), warmupMs: 300 };
+  const perCall = async (yaml, opts) => {
+    const bus = await startBus(yaml, dir);
+    try {
+      load(bus.url, { ...opts, durationMs: 300, warmupMs: 0 });
+      const before = await scrape(bus.url);
+      const { counts } = await redisCommands(db, async () => load(bus.url, opts));
+      const after = await scrape(bus.url);
+      const calls = after.calls - before.calls;
+      return {
+        calls,
+        commandsPerCall: round(counts.total / calls, 2),
+        scriptsPerCall: round(counts.scripts / calls, 2),
+        roundTripsPerCall: round((after.trips - before.trips) / calls, 2),
+        commands: Object.fromEntries(Object.entries(counts.byName).map(([k, v]) => [k, round(v / calls, 2)])),
+      };
+    } finally {
+      await bus.stop();
+    }
+  };
+  s.redis = {
+    keyedWrite: await perCall(busYaml({ store }), { ...short, tool: 'echo__counter_incr', args: 'write-unique' }),
+    readNoRate: await perCall(busYaml({ store }), short),
+    readWithRate: await perCall(
+      busYaml({ store, upstream: '    rateLimit: { perSecond: 100000, burst: 1000 }' }),
+      short,
+    ),
+  };
+  const r = new Redis(`redis://127.0.0.1:6379/${db}`);
+  const keys = await r.keys(`${prefix}*`);
+  if (keys.length) await r.del(...keys);
+  r.disconnect();
+  results.scenarios.safety = s;
+
+  const q = s.sqlite;
+  const w = s.redis.keyedWrite;
+  md.push('## Safety at the price of a read (issue 13; targets from DESIGN.md §12)', '');
+  row(['figure', 'measured', 'target']);
+  row(['---', '---', '---']);
+  row([
+    'keyed, leased write p50 ÷ read p50, 1 agent, SQLite',
+    `**${q.writeOverReadP50}×** (${round(write1.p50, 3)} / ${round(read1.p50, 3)} ms)`,
+    '≤ 1.3×',
+  ]);
+  row([
+    '16 keyed writers (distinct entities) ÷ 16 readers, calls/s, SQLite',
+    `**${q.writers16OverReaders16}×** (${Math.round(write16.rps)} / ${Math.round(read16.rps)})`,
+    '≥ 0.6×',
+  ]);
+  row([
+    'replay p50 ÷ read p50, 1 agent, SQLite',
+    `**${q.replayOverReadP50}×** (${round(replay1.p50, 3)} / ${round(read1.p50, 3)} ms)`,
+    '≤ 1×',
+  ]);
+  row([
+    'Redis commands per keyed, leased write (inside Lua counted)',
+    `**${w.commandsPerCall}** (${JSON.stringify(w.commands)})`,
+    '≤ 16',
+  ]);
+  row(['Redis round trips per keyed, leased write', `**${w.roundTripsPerCall}**`, '≤ 2']);
+  row([
+    'Redis commands / scripts per read, no rate limit',
+    `**${s.redis.readNoRate.commandsPerCall}** / ${s.redis.readNoRate.scriptsPerCall}`,
+    '0',
+  ]);
+  row([
+    'Redis scripts per read, with a rate limit',
+    `**${s.redis.readWithRate.scriptsPerCall}** (${s.redis.readWithRate.commandsPerCall} commands)`,
+    '1 script',
+  ]);
+  md.push(
+    '',
+    "Redis commands are counted with MONITOR on a database of their own (the bus alone uses it), leaving out the health probe (PING) and pub/sub setup, and divided by the calls made (warm-up included); round trips come from the bus's own `toolbus_store_round_trips_total`. Audit entries ride along with a later write's finish script, several per XADD.",
+    '',
+  );
+}
+
+const pick = (x) => ({ rps: round(x.rps), p50: round(x.p50, 3), p99: round(x.p99, 3), errors: x.errors });
+
 function jain(xs) {
   const s = xs.reduce((a, b) => a + b, 0);
   return (s * s) / (xs.length * xs.reduce((a, b) => a + b * b, 0));
@@ -495,7 +651,7 @@ async function memory() {
   );
 }
 
-const all = { front, direct, pipeline, writes, rate, memory };
+const all = { front, direct, pipeline, safety, writes, rate, memory };
 const chosen = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(all);
 md.push(
   `# toolbus benchmarks`,

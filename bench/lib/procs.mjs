@@ -50,7 +50,16 @@ export async function startBus(yaml, dir = tempDir()) {
   writeFileSync(file, yaml);
   const p = await startProcess(
     process.execPath,
-    [CLI, 'serve', '--config', file, '--port', '0'],
+    // BENCH_BUS_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the bus alone, not the load generator.
+    [
+      ...(process.env.BENCH_BUS_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      CLI,
+      'serve',
+      '--config',
+      file,
+      '--port',
+      '0',
+    ],
     /listening on (http:\/\/\S+)/,
     { cwd: dir },
   );

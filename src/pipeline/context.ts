@@ -3,6 +3,7 @@
 import type { CatalogTool } from '../catalog/catalog.js';
 import type { LeaseGrant } from '../store/contract.js';
 import type { ServerRequestAsker } from '../upstreams/connection.js';
+import type { Permit } from './fair-queue.js';
 
 export type ToolResult = Record<string, unknown>;
 
@@ -19,6 +20,16 @@ export interface AgentIdentity {
    * claim narrows it), so a tool list cached for one token is never shown for another.
    */
   readonly policyKey?: string;
+}
+
+/** What a write already holds when it reaches the lease and rate stages (see CallContext.prepared). */
+export interface PreparedWrite {
+  readonly grants: readonly LeaseGrant[];
+  /**
+   * The concurrency slot, taken without waiting, when the key was persisted `dispatched` in the same step (only for
+   * an upstream with no rate cap); otherwise the rate stage admits the call and forward persists the dispatch.
+   */
+  readonly permit: Permit | undefined;
 }
 
 export interface CallContext {
@@ -51,6 +62,12 @@ export interface CallContext {
   readonly asker: ServerRequestAsker | undefined;
   /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
   readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
+  /**
+   * Set by the idempotency stage when the store claimed the key and granted every lease in one step
+   * (WriteStore.beginWrite), perhaps persisting `dispatched` too: the lease stage then waits for nothing, and the
+   * idempotency stage completes the key and releases these grants in one step as well.
+   */
+  prepared?: PreparedWrite;
   /** Run by forward right before the first byte goes upstream (idempotency persists `dispatched` here). */
   beforeSend: (() => Promise<void>) | undefined;
   /** True once the request was handed to the upstream transport. */

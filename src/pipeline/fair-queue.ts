@@ -9,6 +9,7 @@
 // single dispatch loop per queue takes tokens one at a time and sleeps on one timer when the bucket refuses.
 import { BusError } from '../errors.js';
 import type { RateStore, TakeTokenResult } from '../store/contract.js';
+import { type BucketState, takeFromBucket } from '../store/gcra.js';
 
 export interface RateLimit {
   perSecond: number;
@@ -98,21 +99,16 @@ class AdmissionPermit implements Permit {
   }
 }
 
-/** Paces calls while the store cannot be reached: the same GCRA as the store's, kept in this process. */
+/** Paces calls while the store cannot be reached: the store's own GCRA rule (gcra.ts), kept in this process. */
 class LocalBucket {
-  private tat = 0;
+  private state: BucketState | undefined;
 
-  constructor(
-    private readonly intervalMs: number,
-    private readonly burst: number,
-  ) {}
+  constructor(private readonly rate: RateLimit) {}
 
   take(now: number): TakeTokenResult {
-    const next = Math.max(this.tat, now) + this.intervalMs;
-    const retryAfterMs = next - this.burst * this.intervalMs - now;
-    if (retryAfterMs > 0) return { ok: false, retryAfterMs };
-    this.tat = next;
-    return { ok: true };
+    const { result, next } = takeFromBucket(this.state, now, this.rate.perSecond, this.rate.burst);
+    if (next) this.state = next;
+    return result;
   }
 }
 
@@ -177,7 +173,7 @@ export class AdmissionQueue {
     this.now = opts.now ?? Date.now;
     this.onWait = opts.onWait;
     this.onStoreError = opts.onStoreError;
-    this.fallback = opts.rate ? new LocalBucket(this.intervalMs, Math.max(1, opts.rate.burst)) : undefined;
+    this.fallback = opts.rate ? new LocalBucket(opts.rate) : undefined;
   }
 
   /**
@@ -188,20 +184,7 @@ export class AdmissionQueue {
     if (req.signal?.aborted) return Promise.reject(req.signal.reason);
     if (this.closed) return Promise.reject(this.closed);
     const now = this.now();
-    let lane = this.lanes.get(req.agentId);
-    if (!lane) {
-      lane = {
-        agentId: req.agentId,
-        weight: laneWeight(req.weight),
-        deficit: 0,
-        waiters: [],
-        admitted: 0,
-        lastSeen: now,
-        retryHorizon: 0,
-      };
-      this.lanes.set(req.agentId, lane);
-    }
-    lane.lastSeen = now;
+    const lane = this.laneOf(req.agentId, req.weight, now);
     if (this.queued === 0 && this.inFlight < this.maxConcurrency && now >= this.holdUntil) {
       this.inFlight++;
       if (!this.rate) return Promise.resolve(this.fastGrant(lane, req.agentId, now));
@@ -215,6 +198,20 @@ export class AdmissionQueue {
       );
     }
     return this.enqueue(lane, req, now);
+  }
+
+  /**
+   * A permit now, without waiting and without the store, or undefined: only when the upstream has no rate cap,
+   * nothing is queued, a slot is free and nothing holds the queue. Lets a write persist `dispatched` in the same
+   * store step as its claim, knowing nothing stands between that step and the upstream.
+   */
+  tryAdmitNow(agentId: string, weight: number): Permit | undefined {
+    const now = this.now();
+    if (this.rate || this.closed || this.queued > 0 || this.inFlight >= this.maxConcurrency || now < this.holdUntil) {
+      return undefined;
+    }
+    this.inFlight++;
+    return this.fastGrant(this.laneOf(agentId, weight, now), agentId, now);
   }
 
   /** Upstream pushback (429 / Retry-After): admit nothing for `ms`, here at once and in every replica via the store. */
@@ -256,6 +253,24 @@ export class AdmissionQueue {
   }
 
   // ---- fast path ----
+
+  private laneOf(agentId: string, weight: number, now: number): Lane {
+    let lane = this.lanes.get(agentId);
+    if (!lane) {
+      lane = {
+        agentId,
+        weight: laneWeight(weight),
+        deficit: 0,
+        waiters: [],
+        admitted: 0,
+        lastSeen: now,
+        retryHorizon: 0,
+      };
+      this.lanes.set(agentId, lane);
+    }
+    lane.lastSeen = now;
+    return lane;
+  }
 
   private fastGrant(lane: Lane, agentId: string, now: number): Permit {
     lane.admitted++;

@@ -68,6 +68,51 @@ export interface KeyStore {
   waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null>;
 }
 
+/**
+ * A keyed, leased write done in as few store operations as the store allows: `beginWrite` claims the key, takes
+ * every lease scope that is free now and (when asked) persists `dispatched`, in one transaction or script;
+ * `finishWrite` completes the key and releases the leases in one. A write whose scopes are busy falls back to
+ * acquireLease (waiting its turn) and markDispatched, so the combined operations never change what is promised.
+ */
+export interface BeginWriteRequest extends ClaimRequest {
+  /** Lease scopes (sorted, distinct), granted to `owner` only if every one is free with nobody waiting: all or none. */
+  leases: readonly string[];
+  leaseTtlMs: number;
+  /**
+   * Persist `dispatched` too (expiring after `claimTtlMs`), when every lease was granted: the caller sends upstream
+   * right away. False leaves the key `claimed`.
+   */
+  dispatch: boolean;
+}
+
+export type BeginWriteOutcome =
+  | { kind: 'existing'; record: KeyRecord }
+  | {
+      kind: 'claimed';
+      fence: number;
+      tookOver: boolean;
+      /** The leases granted, in the order asked; null when a scope was busy (none was taken). */
+      grants: LeaseGrant[] | null;
+      /** True when the key was persisted `dispatched` in the same step. */
+      dispatched: boolean;
+    };
+
+export interface FinishWriteRequest {
+  scope: string;
+  owner: string;
+  fence: number;
+  result: string;
+  ttlMs: number;
+  /** Released in the same step, with no lock-delay (a call that finished normally). */
+  grants: readonly LeaseGrant[];
+}
+
+export interface WriteStore {
+  beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome>;
+  /** claimed|dispatched → completed (a compare-and-set on owner and fence) and every grant released; true if completed. */
+  finishWrite(req: FinishWriteRequest): Promise<boolean>;
+}
+
 export interface LeaseGrant {
   scope: string;
   holder: string;
@@ -129,11 +174,16 @@ export interface AuditEntry {
 }
 
 export interface AuditStore {
+  /**
+   * Records an entry. Stores may batch entries for a few milliseconds (one transaction or round trip per batch):
+   * the audit trail is a record for people, not a guarantee, so a crash may lose the last batch. A query sees every
+   * entry appended before it.
+   */
   appendAudit(entry: AuditEntry): Promise<void>;
   queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]>;
 }
 
-export interface StateStore extends KeyStore, LeaseStore, RateStore, AuditStore {
+export interface StateStore extends KeyStore, WriteStore, LeaseStore, RateStore, AuditStore {
   readonly kind: 'memory' | 'sqlite' | 'redis';
   /** Opaque sealed blobs and named locks (upstream OAuth tokens: see src/upstreams/oauth/). */
   readonly vault: VaultStore;

@@ -85,6 +85,15 @@ export class LocalLeases {
     });
   }
 
+  /**
+   * Grants every scope at once if each is free with nobody waiting, else grants none (never waits). Synchronous, so
+   * a store can run it inside the transaction that also claims the key.
+   */
+  tryAcquireAll(scopes: readonly string[], holder: string, ttlMs: number): LeaseGrant[] | null {
+    for (const scope of scopes) if (this.queues.has(scope) || !this.isFree(scope)) return null;
+    return scopes.map((scope) => this.grant(scope, holder, ttlMs));
+  }
+
   renew(grant: LeaseGrant, ttlMs: number): boolean {
     const row = this.rows.get(grant.scope);
     const now = this.now();

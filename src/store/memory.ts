@@ -2,8 +2,11 @@
 // It follows the same rules as the durable stores (key-rules.ts, gcra.ts, local-leases.ts).
 import {
   type AuditEntry,
+  type BeginWriteOutcome,
+  type BeginWriteRequest,
   type ClaimOutcome,
   type ClaimRequest,
+  type FinishWriteRequest,
   type KeyRecord,
   type LeaseGrant,
   type StateStore,
@@ -22,6 +25,7 @@ import {
 } from './key-rules.js';
 import { KeyTransitions } from './key-transitions.js';
 import { type LeaseRow, LocalLeases } from './local-leases.js';
+import { beginWriteLocally, finishWriteLocally, type KeyRows } from './local-writes.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
 import { MemoryVault } from './vault-memory.js';
 
@@ -45,6 +49,10 @@ export class MemoryStore extends KeyTransitions implements StateStore {
   private readonly signals = new ScopeSignals();
   private readonly leases: LocalLeases;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly keyRows: KeyRows = {
+    get: (scope) => this.keys.get(scope),
+    put: (scope, row) => this.keys.set(scope, row),
+  };
 
   constructor() {
     super();
@@ -68,6 +76,18 @@ export class MemoryStore extends KeyTransitions implements StateStore {
     const { outcome, write } = decideClaim(this.keys.get(req.scope), req, Date.now());
     if (write) this.keys.set(req.scope, write);
     return outcome;
+  }
+
+  async beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
+    this.assertOpen();
+    return beginWriteLocally(req, Date.now(), this.keyRows, this.leases);
+  }
+
+  async finishWrite(req: FinishWriteRequest): Promise<boolean> {
+    this.assertOpen();
+    const done = finishWriteLocally(req, Date.now(), this.keyRows, this.leases);
+    if (done) this.signals.notify(req.scope);
+    return done;
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {

@@ -5,12 +5,15 @@
 //
 // When Redis is unreachable, every method rejects within about a second with StoreUnavailable (no offline queue, a
 // command timeout), and the client reconnects by itself when Redis is back.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import {
   type AuditEntry,
+  type BeginWriteOutcome,
+  type BeginWriteRequest,
   type ClaimOutcome,
   type ClaimRequest,
+  type FinishWriteRequest,
   type KeyRecord,
   type KeyState,
   type LeaseGrant,
@@ -20,8 +23,11 @@ import {
   type TakeTokenResult,
 } from './contract.js';
 import { CLAIM_LINGER_MS, DEFAULT_UNKNOWN_TTL_MS, type KeyTransition, type StoredKey, viewKey } from './key-rules.js';
-import { DEFAULT_AUDIT_LIMIT } from './memory.js';
+import { RedisAuditTrail } from './redis-audit.js';
 import {
+  ALL_SCRIPTS,
+  BEGIN_WRITE,
+  FINISH_WRITE,
   KEY_CLAIM,
   KEY_GET,
   KEY_MOVE,
@@ -46,10 +52,6 @@ const LEASE_POLL_MS = 1000;
 const LEASE_HEARTBEAT_TTL_MS = 3500;
 /** The fencing-token counter outlives any lease by far; tokens also never fall behind Redis' clock in µs. */
 const TOKEN_COUNTER_TTL_MS = 400 * 24 * 3600_000;
-/** The audit stream keeps about this many newest entries, and disappears after this long without appends. */
-export const REDIS_AUDIT_CAP = 10_000;
-const AUDIT_TTL_MS = 30 * 24 * 3600_000;
-const AUDIT_PAGE = 1000;
 
 /** Reply errors that mean Redis cannot serve now (loading, failing over, out of memory), not a bug in a script. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|CLUSTERDOWN|TRYAGAIN|NOREPLICAS|OOM|NOAUTH|WRONGPASS)/;
@@ -68,9 +70,20 @@ function closedError(): StoreUnavailable {
 /** Redis takes whole milliseconds (PEXPIRE refuses fractions). */
 const ms = (n: number) => Math.max(0, Math.ceil(n));
 
-const sha1 = (text: string) => createHash('sha1').update(text).digest('hex');
-
 type LeaseReply = [1, number, number] | [0, number, 0 | 1];
+
+/** {'existing', state, fingerprint, owner, fence, expiresAt, result|nil} → the record. */
+function existingRecord(r: unknown[]): KeyRecord {
+  const record: KeyRecord = {
+    state: r[1] as KeyState,
+    fingerprint: String(r[2]),
+    owner: String(r[3]),
+    fence: Number(r[4]),
+    expiresAt: Number(r[5]),
+  };
+  if (typeof r[6] === 'string') record.result = r[6];
+  return record;
+}
 
 export interface RedisStoreOptions {
   url: string;
@@ -91,9 +104,11 @@ export class RedisStore implements StateStore {
   private subscribed: Promise<void> | undefined;
   private readonly keySignals = new ScopeSignals();
   private readonly leaseSignals = new ScopeSignals();
+  private readonly audit: RedisAuditTrail;
   /** One per command or MULTI pipeline sent (a NOSCRIPT fallback adds a second); exposed as a metric. */
   roundTrips = 0;
-  private readonly shas = new Map<string, string>();
+  /** When begin-write should next refresh the lease index's TTL (a day long; refreshed once a minute). */
+  private indexTtlAt = 0;
   private readonly prefix: string;
   private readonly replicaId: string;
   private readonly keyChannel: string;
@@ -118,6 +133,14 @@ export class RedisStore implements StateStore {
     // Failures surface through the commands that hit them; the event itself only needs a listener.
     this.client.on('error', () => {});
     this.vault = new RedisVault(this.client, opts.prefix);
+    this.audit = new RedisAuditTrail(this.client, `${opts.prefix}audit`, (fn) => this.command(fn, true));
+    // ioredis runs each by EVALSHA and loads it on NOSCRIPT (first use, or after Redis restarted).
+    for (const script of ALL_SCRIPTS) {
+      this.client.defineCommand(script.name, {
+        lua: script.lua,
+        ...(script.keys === undefined ? {} : { numberOfKeys: script.keys }),
+      });
+    }
   }
 
   /** Connects, waiting at most about a second: a bus may start while Redis is down and serve reads meanwhile. */
@@ -139,15 +162,63 @@ export class RedisStore implements StateStore {
       ],
     )) as [string, ...unknown[]];
     if (r[0] === 'claimed') return { kind: 'claimed', fence: Number(r[1]), tookOver: r[2] === 1 };
-    const record: KeyRecord = {
-      state: r[1] as KeyState,
-      fingerprint: String(r[2]),
-      owner: String(r[3]),
-      fence: Number(r[4]),
-      expiresAt: Number(r[5]),
-    };
-    if (typeof r[6] === 'string') record.result = r[6];
-    return { kind: 'existing', record };
+    return { kind: 'existing', record: existingRecord(r) };
+  }
+
+  async beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
+    const keys = [this.key(req.scope), this.tokenCounter(), this.leaseIndex()];
+    for (const scope of req.leases) keys.push(this.lease(scope), this.leaseQueue(scope));
+    const r = (await this.eval(BEGIN_WRITE, keys, [
+      req.fingerprint,
+      req.owner,
+      ms(req.claimTtlMs),
+      req.retryUnknown ? '1' : '0',
+      ms(req.unknownTtlMs ?? DEFAULT_UNKNOWN_TTL_MS),
+      CLAIM_LINGER_MS,
+      ms(req.leaseTtlMs),
+      req.dispatch ? '1' : '0',
+      TOKEN_COUNTER_TTL_MS,
+      this.indexTtlDue() ? '1' : '0',
+      ...req.leases,
+    ])) as [string, ...unknown[]];
+    if (r[0] !== 'claimed') return { kind: 'existing', record: existingRecord(r) };
+    const grants =
+      r[3] === 1 ? req.leases.map((scope, i) => ({ scope, holder: req.owner, token: Number(r[5 + i]) })) : null;
+    return { kind: 'claimed', fence: Number(r[1]), tookOver: r[2] === 1, grants, dispatched: r[4] === 1 };
+  }
+
+  async finishWrite(req: FinishWriteRequest): Promise<boolean> {
+    // Audit entries waiting to be sent ride along: a steady stream of writes needs no round trip for its audit.
+    const audit = this.audit.takeForRide();
+    const keys = [this.key(req.scope), this.leaseIndex(), this.audit.key];
+    const args: (string | number)[] = [
+      req.owner,
+      req.fence,
+      req.result,
+      ms(req.ttlMs),
+      this.keyChannel,
+      req.scope,
+      this.leaseChannel,
+      audit?.json ?? '',
+      audit?.maxItems ?? 0,
+      audit?.refreshTtl ? audit.ttlMs : 0,
+    ];
+    for (const g of req.grants) {
+      keys.push(this.lease(g.scope), this.leaseQueue(g.scope));
+      args.push(String(g.token), g.scope);
+    }
+    let r: [number, ...string[]];
+    try {
+      r = (await this.eval(FINISH_WRITE, keys, args)) as [number, ...string[]];
+    } catch (err) {
+      audit?.settle(err);
+      throw err;
+    }
+    audit?.settle();
+    // Joined callers and lease waiters in this process need not wait for the pub/sub round trip.
+    if (r[0] === 1) this.keySignals.notify(req.scope);
+    for (const head of r.slice(1)) if (head) this.leaseSignals.notify(head as string);
+    return r[0] === 1;
   }
 
   markDispatched(scope: string, owner: string, fence: number, ttlMs: number): Promise<boolean> {
@@ -171,7 +242,7 @@ export class RedisStore implements StateStore {
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
-    return (await this.readKey(scope)).record;
+    return (await this.readKey(scope, false)).record;
   }
 
   waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null> {
@@ -180,7 +251,7 @@ export class RedisStore implements StateStore {
       timeoutMs,
       signal,
       signals: this.keySignals,
-      read: () => this.readKey(scope),
+      read: () => this.readKey(scope, true),
       prepare: () => this.subscribe(),
       pollMs: KEY_POLL_MS,
     });
@@ -293,11 +364,13 @@ export class RedisStore implements StateStore {
     return this.command(async () => {
       const [sec, us] = await this.client.time();
       const now = Number(sec) * 1000 + Math.floor(Number(us) / 1000);
+      // Expired members (holders that died) are trimmed here and on every acquire that waited.
+      await this.client.zremrangebyscore(this.leaseIndex(), '-inf', now);
       const scopes = await this.client.zrangebyscore(this.leaseIndex(), `(${now}`, '+inf');
       if (scopes.length === 0) return [];
       const pipe = this.client.pipeline();
       for (const scope of scopes) {
-        pipe.hmget(this.lease(scope), 'h', 't', 'ex');
+        pipe.get(this.lease(scope));
         pipe.zcard(this.leaseQueue(scope));
       }
       const replies = (await pipe.exec()) ?? [];
@@ -306,7 +379,8 @@ export class RedisStore implements StateStore {
         const [errL, lease] = replies[2 * i] ?? [];
         const [errQ, waiters] = replies[2 * i + 1] ?? [];
         if (errL || errQ) throw errL ?? errQ;
-        const [holder, token, ex] = lease as (string | null)[];
+        // holder, token, expiresAt, waiters flag (src/store/lua/includes/lease-record.lua)
+        const [holder, token, ex] = typeof lease === 'string' ? lease.split('\n') : [];
         if (!holder || Number(ex) <= now) return;
         out.push({ scope, holder, token: Number(token), expiresAt: Number(ex), waiters: Number(waiters) });
       });
@@ -323,39 +397,13 @@ export class RedisStore implements StateStore {
     await this.eval(RATE_PAUSE, [this.bucket(bucket)], [ms(pauseMs)]);
   }
 
-  async appendAudit(entry: AuditEntry): Promise<void> {
-    await this.command(async () => {
-      const key = `${this.prefix}audit`;
-      const [[err]] = ((await this.client
-        .multi()
-        .xadd(key, 'MAXLEN', '~', REDIS_AUDIT_CAP, '*', 'e', JSON.stringify(entry))
-        .pexpire(key, AUDIT_TTL_MS)
-        .exec()) ?? [[null]]) as [[Error | null]];
-      if (err) throw err;
-    });
+  appendAudit(entry: AuditEntry): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    return this.audit.append(entry);
   }
 
-  /** Oldest first (newest last); with a limit, the newest `limit` matching entries. Scans the capped stream. */
-  async queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
-    const limit = q.limit ?? DEFAULT_AUDIT_LIMIT;
-    return this.command(async () => {
-      const out: AuditEntry[] = [];
-      let end = '+';
-      while (out.length < limit) {
-        const page = await this.client.xrevrange(`${this.prefix}audit`, end, '-', 'COUNT', AUDIT_PAGE);
-        for (const [, fields] of page) {
-          const entry = JSON.parse(fields[1] ?? 'null') as AuditEntry | null;
-          if (!entry) continue;
-          if (q.sinceMs !== undefined && entry.at < q.sinceMs) continue;
-          if (q.tool !== undefined && entry.tool !== q.tool) continue;
-          out.push(entry);
-          if (out.length >= limit) break;
-        }
-        if (page.length < AUDIT_PAGE) break;
-        end = `(${page[page.length - 1]![0]}`;
-      }
-      return out.reverse();
-    });
+  queryAudit(q: { sinceMs?: number; tool?: string; limit?: number }): Promise<AuditEntry[]> {
+    return this.audit.query(q);
   }
 
   async ping(): Promise<void> {
@@ -369,6 +417,7 @@ export class RedisStore implements StateStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.audit.flush().catch(() => {});
     this.closed = true;
     // Waiters wake, find the store closed, and leave.
     this.keySignals.notifyAll();
@@ -404,8 +453,9 @@ export class RedisStore implements StateStore {
     });
   }
 
-  private async readKey(scope: string): Promise<{ record: KeyRecord | null; now: number }> {
-    const r = (await this.eval(KEY_GET, [this.key(scope)], [])) as (string | number | null)[];
+  /** `watch`: the caller waits for the record to settle, so its owner must publish the transition that does. */
+  private async readKey(scope: string, watch: boolean): Promise<{ record: KeyRecord | null; now: number }> {
+    const r = (await this.eval(KEY_GET, [this.key(scope)], [watch ? '1' : '0'])) as (string | number | null)[];
     const now = Number(r[0]);
     if (typeof r[1] !== 'string') return { record: null, now };
     const row: StoredKey = {
@@ -443,20 +493,15 @@ export class RedisStore implements StateStore {
     return this.subscribed;
   }
 
-  /** Runs a script by its SHA, loading it on first use (or after a Redis restart flushed the script cache). */
+  /** Runs a script defined on the client (EVALSHA; ioredis loads it on NOSCRIPT). */
   private eval(script: LuaScript, keys: string[], args: (string | number)[], evenIfClosed = false): Promise<unknown> {
-    return this.command(async () => {
-      let sha = this.shas.get(script.name);
-      if (!sha) {
-        sha = sha1(script.lua);
-        this.shas.set(script.name, sha);
-      }
-      try {
-        return await this.client.evalsha(sha, script.keys, ...keys, ...args);
-      } catch (err) {
-        if (!(err as Error).message?.startsWith('NOSCRIPT')) throw err;
-        return await this.client.eval(script.lua, script.keys, ...keys, ...args);
-      }
+    return this.command(() => {
+      const run = (this.client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[
+        script.name
+      ]!;
+      return script.keys === undefined
+        ? run.call(this.client, keys.length, ...keys, ...args)
+        : run.call(this.client, ...keys, ...args);
     }, evenIfClosed);
   }
 
@@ -468,6 +513,13 @@ export class RedisStore implements StateStore {
     } catch (err) {
       throw toStoreError(err);
     }
+  }
+
+  private indexTtlDue(): boolean {
+    const now = Date.now();
+    if (now < this.indexTtlAt) return false;
+    this.indexTtlAt = now + 60_000;
+    return true;
   }
 
   private assertOpen(): void {

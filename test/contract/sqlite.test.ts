@@ -4,11 +4,12 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
 import { LeaseWaitTimeout, type StateStore, StoreUnavailable } from '../../src/store/contract.js';
 import { createStore } from '../../src/store/index.js';
 import { storeContract, uniqueScope } from './store-contract.js';
@@ -258,4 +259,43 @@ setInterval(() => {}, 1000);
     }
     await assert.rejects(open(join(dir, 'missing', 'state.db'), true), /cannot open the toolbus state/);
   });
+
+  it(
+    'moves a version 1 file (rowid tables) over at open: records replay, held leases block, tokens keep growing',
+    T,
+    async () => {
+      const path = dbPath();
+      mkdirSync(dirname(path), { recursive: true });
+      const v1 = new Database(path);
+      const far = Date.now() + 60_000;
+      v1.exec(`
+      CREATE TABLE keys_v1 (scope TEXT PRIMARY KEY, state TEXT NOT NULL, fingerprint TEXT NOT NULL, owner TEXT NOT NULL,
+        fence INTEGER NOT NULL, result TEXT, expires_at INTEGER NOT NULL, unknown_ttl_ms INTEGER NOT NULL);
+      CREATE INDEX keys_v1_expires_at ON keys_v1 (expires_at);
+      CREATE TABLE leases_v1 (scope TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+      CREATE TABLE counters_v1 (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      INSERT INTO keys_v1 VALUES ('old-key', 'completed', 'fp', 'o', 1, '{"kept":true}', ${far}, 1000);
+      INSERT INTO leases_v1 VALUES ('old-scope', 'o', 41, ${far});
+      INSERT INTO counters_v1 VALUES ('lease-token', 41);
+    `);
+      v1.close();
+      const store = await open(path);
+      try {
+        const out = await store.claimKey({
+          scope: 'old-key',
+          fingerprint: 'fp',
+          owner: 'n',
+          claimTtlMs: 1000,
+          retryUnknown: false,
+        });
+        assert.equal(out.kind, 'existing');
+        assert.equal(out.kind === 'existing' && out.record.result, '{"kept":true}');
+        await assert.rejects(store.acquireLease('old-scope', 'n', { ttlMs: 1000, waitMs: 0 }), LeaseWaitTimeout);
+        const g = await store.acquireLease('other-scope', 'n', { ttlMs: 1000, waitMs: 0 });
+        assert.ok(g.token > 41, `token ${g.token}`);
+      } finally {
+        await store.close();
+      }
+    },
+  );
 });

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type AuditEntry,
+  type BeginWriteRequest,
   type ClaimRequest,
   type LeaseGrant,
   LeaseWaitTimeout,
@@ -382,6 +383,141 @@ export function storeContract(name: string, makeStore: () => Promise<StateStore>
         const pre = new AbortController();
         pre.abort(new Error('already gone'));
         await assert.rejects(lease(scope, 'x', 1000, 10_000, pre.signal), /already gone/);
+      });
+    });
+
+    describe('combined write operations (beginWrite, finishWrite)', () => {
+      const begin = (scope: string, owner: string, leases: string[], over: Partial<BeginWriteRequest> = {}) =>
+        store.beginWrite({ ...claimReq(scope, owner), leases, leaseTtlMs: 10_000, dispatch: true, ...over });
+
+      it('claims, grants every free lease and persists the dispatch in one step', T, async () => {
+        const key = uniqueScope('bw');
+        const scopes = [uniqueScope('bw-a'), uniqueScope('bw-b')].sort();
+        const out = await begin(key, 'w1', scopes);
+        assert.equal(out.kind, 'claimed');
+        if (out.kind !== 'claimed') return;
+        assert.equal(out.fence, 1);
+        assert.equal(out.dispatched, true);
+        assert.deepEqual(
+          out.grants?.map((g) => [g.scope, g.holder]),
+          scopes.map((s) => [s, 'w1']),
+        );
+        assert.equal((await store.getKey(key))?.state, 'dispatched');
+        const listed = await store.listLeases();
+        for (const s of scopes) assert.equal(listed.find((l) => l.scope === s)?.holder, 'w1');
+        // Nobody else gets a lease that beginWrite granted.
+        await assert.rejects(store.acquireLease(scopes[0]!, 'other', { ttlMs: 1000, waitMs: 0 }), LeaseWaitTimeout);
+      });
+
+      it('grants none of the leases when one is busy, and leaves the key claimed', T, async () => {
+        const key = uniqueScope('bw-busy');
+        const [free, busy] = [uniqueScope('bw-free'), uniqueScope('bw-held')];
+        const held = await store.acquireLease(busy, 'holder', { ttlMs: 10_000, waitMs: 0 });
+        const out = await begin(key, 'w1', [free, busy].sort());
+        assert.equal(out.kind, 'claimed');
+        if (out.kind !== 'claimed') return;
+        assert.equal(out.grants, null);
+        assert.equal(out.dispatched, false);
+        assert.equal((await store.getKey(key))?.state, 'claimed');
+        const g = await store.acquireLease(free, 'x', { ttlMs: 1000, waitMs: 0 });
+        await store.releaseLease(g);
+        await store.releaseLease(held);
+      });
+
+      it('claims without dispatching when asked not to', T, async () => {
+        const key = uniqueScope('bw-nodispatch');
+        const out = await begin(key, 'w1', [uniqueScope('bw-nd')], { dispatch: false });
+        assert.ok(out.kind === 'claimed' && out.grants !== null && !out.dispatched);
+        assert.equal((await store.getKey(key))?.state, 'claimed');
+        assert.equal(await store.markDispatched(key, 'w1', 1, 10_000), true);
+      });
+
+      it('lets exactly one of 30 concurrent begins win a key, and one writer at a time hold a scope', T, async () => {
+        const key = uniqueScope('bw-race');
+        const scope = uniqueScope('bw-race-scope');
+        const same = await Promise.all(Array.from({ length: 30 }, (_, i) => begin(key, `o${i}`, [scope])));
+        assert.equal(same.filter((o) => o.kind === 'claimed').length, 1);
+        const other = await Promise.all(
+          Array.from({ length: 30 }, (_, i) =>
+            begin(uniqueScope('bw-k'), `p${i}`, [uniqueScope('bw-s'), scope].sort()),
+          ),
+        );
+        assert.ok(other.every((o) => o.kind === 'claimed' && o.grants === null));
+      });
+
+      it('shows an existing record instead of claiming, and never grants its leases', T, async () => {
+        const key = uniqueScope('bw-existing');
+        const scope = uniqueScope('bw-ex');
+        const first = await begin(key, 'w1', [scope]);
+        assert.ok(first.kind === 'claimed' && first.grants);
+        assert.equal(
+          await store.finishWrite({
+            scope: key,
+            owner: 'w1',
+            fence: 1,
+            result: '{"a":1}',
+            ttlMs: 10_000,
+            grants: first.grants,
+          }),
+          true,
+        );
+        const again = await begin(key, 'w2', [scope]);
+        assert.equal(again.kind, 'existing');
+        if (again.kind !== 'existing') return;
+        assert.equal(again.record.state, 'completed');
+        assert.equal(again.record.result, '{"a":1}');
+        const g = await store.acquireLease(scope, 'x', { ttlMs: 1000, waitMs: 0 });
+        assert.ok(g.token > first.grants[0]!.token, 'tokens keep growing across both paths');
+      });
+
+      it('completes and releases in one step, waking a lease waiter and a joined caller at once', T, async () => {
+        const key = uniqueScope('fw');
+        const scope = uniqueScope('fw-scope');
+        const out = await begin(key, 'w1', [scope]);
+        assert.ok(out.kind === 'claimed' && out.grants);
+        const waiter = elapsed(() => store.acquireLease(scope, 'next', { ttlMs: 10_000, waitMs: 5000 }));
+        const joined = elapsed(() => store.waitForKey(key, 5000));
+        await sleep(50);
+        assert.equal(
+          await store.finishWrite({
+            scope: key,
+            owner: 'w1',
+            fence: out.fence,
+            result: '{"ok":true}',
+            ttlMs: 10_000,
+            grants: out.grants,
+          }),
+          true,
+        );
+        const w = await waiter;
+        const j = await joined;
+        assert.ok(w.ms < 1000, `lease waiter woke after ${w.ms} ms`);
+        assert.ok(w.value.token > out.grants[0]!.token);
+        assert.ok(j.ms < 1000, `joined caller woke after ${j.ms} ms`);
+        assert.equal(j.value?.state, 'completed');
+        assert.equal(j.value?.result, '{"ok":true}');
+        await store.releaseLease(w.value);
+      });
+
+      it('refuses to complete for a stale fence but still releases the leases', T, async () => {
+        const key = uniqueScope('fw-stale');
+        const scope = uniqueScope('fw-stale-scope');
+        const out = await begin(key, 'w1', [scope]);
+        assert.ok(out.kind === 'claimed' && out.grants);
+        assert.equal(
+          await store.finishWrite({
+            scope: key,
+            owner: 'w1',
+            fence: out.fence + 1,
+            result: '{}',
+            ttlMs: 10_000,
+            grants: out.grants,
+          }),
+          false,
+        );
+        assert.equal((await store.getKey(key))?.state, 'dispatched');
+        const g = await store.acquireLease(scope, 'x', { ttlMs: 1000, waitMs: 0 });
+        await store.releaseLease(g);
       });
     });
 

@@ -99,7 +99,7 @@ describe('crash safety (SQLite store, SIGKILL)', () => {
       // Damage the stored result the way a bad disk or a hand edit would.
       const db = new Database(join(dir, 'state.db'));
       const changed = db
-        .prepare("UPDATE keys_v1 SET result = '{not json' WHERE scope LIKE '%corrupt-key-0001'")
+        .prepare("UPDATE keys_v2 SET result = '{not json' WHERE scope LIKE '%corrupt-key-0001'")
         .run().changes;
       db.close();
       assert.equal(changed, 1);

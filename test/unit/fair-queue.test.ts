@@ -7,9 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { BusError } from '../../src/errors.js';
 import { AdmissionQueue, type AdmissionQueueOptions, type Permit } from '../../src/pipeline/fair-queue.js';
 import type { RateStore, TakeTokenResult } from '../../src/store/contract.js';
+import { type BucketState, pauseBucketState, takeFromBucket } from '../../src/store/gcra.js';
 
 /**
- * TEST-ONLY rate store: GCRA on Date.now(), like the real stores promise, with an optional delay per call to act
+ * TEST-ONLY rate store: the stores' GCRA (gcra.ts) on Date.now(), with an optional delay per call to act
  * like a remote store. It counts calls so tests can see the dispatcher neither spins nor runs twice at once.
  */
 class TestGcraRateStore implements RateStore {
@@ -17,8 +18,7 @@ class TestGcraRateStore implements RateStore {
   pauses: number[] = [];
   private inCall = 0;
   maxInCall = 0;
-  private readonly tat = new Map<string, number>();
-  private readonly pausedUntil = new Map<string, number>();
+  private readonly buckets = new Map<string, BucketState>();
 
   constructor(private readonly latencyMs = 0) {}
 
@@ -28,15 +28,10 @@ class TestGcraRateStore implements RateStore {
     this.maxInCall = Math.max(this.maxInCall, this.inCall);
     try {
       if (this.latencyMs > 0) await sleep(this.latencyMs);
-      const now = Date.now();
-      const paused = this.pausedUntil.get(bucket) ?? 0;
-      if (now < paused) return { ok: false, retryAfterMs: paused - now };
-      const interval = 1000 / perSecond;
-      const next = Math.max(this.tat.get(bucket) ?? 0, now) + interval;
-      const retryAfterMs = next - burst * interval - now;
-      if (retryAfterMs > 0) return { ok: false, retryAfterMs: Math.ceil(retryAfterMs) };
-      this.tat.set(bucket, next);
-      return { ok: true };
+      // The stores' own rule (gcra.ts), not a copy of it.
+      const { result, next } = takeFromBucket(this.buckets.get(bucket), Date.now(), perSecond, burst);
+      if (next) this.buckets.set(bucket, next);
+      return result;
     } finally {
       this.inCall--;
     }
@@ -44,7 +39,7 @@ class TestGcraRateStore implements RateStore {
 
   async pauseBucket(bucket: string, ms: number): Promise<void> {
     this.pauses.push(ms);
-    this.pausedUntil.set(bucket, Date.now() + ms);
+    this.buckets.set(bucket, pauseBucketState(this.buckets.get(bucket), Date.now(), ms));
   }
 }
 

@@ -3,11 +3,12 @@
 // holds no lease and spends no rate token. After next() it records the outcome; a failure before dispatch deletes
 // the claim so the retry runs normally, a failure after dispatch leaves the key `unknown`.
 import { BusError } from '../../errors.js';
-import type { KeyRecord } from '../../store/contract.js';
+import type { BeginWriteOutcome, KeyRecord } from '../../store/contract.js';
 import { fingerprint } from '../canonical-json.js';
 import type { Stage } from '../compose.js';
 import type { CallContext, ToolResult } from '../context.js';
 import type { PipelineServices } from '../services.js';
+import { renderScopes } from './lease.js';
 import { guardStore } from './store-guard.js';
 
 /** Errors after which the upstream certainly did nothing with the call (it was refused before any work). */
@@ -66,23 +67,46 @@ export function idempotency(services: PipelineServices): Stage {
     const { store } = services;
     const scope = keyScope(ctx.agent.tenant, tool.name, ctx.key);
     const print = fingerprint(ctx.args);
+    // Rendered here (a missing argument is a validation error before anything is claimed) so that the claim can
+    // take the leases in the same store step; the lease stage reuses them.
+    const scopes = tool.lease.length > 0 ? renderScopes(tool.upstream, tool.lease, ctx.args) : [];
+    ctx.scopes = scopes;
+    const leaseCfg = services.config().leases;
+    const queue = services.upstream(tool.upstream)?.queue;
     let fence = 0;
+    let dispatched = false;
     // A joined winner that failed before dispatch deleted its claim: claim again, a bounded number of times.
     for (let attempt = 0; ; attempt++) {
-      const out = await guardStore(() =>
-        store.claimKey({
-          scope,
-          fingerprint: print,
-          owner: ctx.owner,
-          claimTtlMs: cfg.claimTtlMs,
-          unknownTtlMs: cfg.ttlMs,
-          retryUnknown: tool.onUnknown === 'retry',
-        }),
-      );
+      // With a slot free and no rate cap, nothing stands between the claim and the upstream: persist the dispatch
+      // in the same step (one transaction or script instead of three).
+      const permit = queue?.tryAdmitNow(ctx.agent.id, ctx.agent.weight);
+      let out: BeginWriteOutcome;
+      try {
+        out = await guardStore(() =>
+          store.beginWrite({
+            scope,
+            fingerprint: print,
+            owner: ctx.owner,
+            claimTtlMs: cfg.claimTtlMs,
+            unknownTtlMs: cfg.ttlMs,
+            retryUnknown: tool.onUnknown === 'retry',
+            leases: scopes,
+            leaseTtlMs: leaseCfg.ttlMs,
+            dispatch: permit !== undefined,
+          }),
+        );
+      } catch (err) {
+        permit?.release();
+        throw err;
+      }
       if (out.kind === 'claimed') {
         fence = out.fence;
+        dispatched = out.dispatched;
+        if (!dispatched) permit?.release();
+        if (out.grants) ctx.prepared = { grants: out.grants, permit: dispatched ? permit : undefined };
         break;
       }
+      permit?.release();
       const record = out.record;
       if (record.fingerprint !== print) {
         ctx.outcome = 'idempotency_mismatch';
@@ -118,20 +142,29 @@ export function idempotency(services: PipelineServices): Stage {
       store.renewKey(scope, ctx.owner, fence, cfg.claimTtlMs).catch(() => {});
     }, renewEvery);
     renewal.unref();
-    ctx.beforeSend = async () => {
-      const ok = await guardStore(() => store.markDispatched(scope, ctx.owner, fence, cfg.claimTtlMs));
-      if (!ok) {
-        // Our claim was taken over (we stalled past its expiry): another call owns the key now; sending would risk
-        // the double write the key exists to prevent.
-        throw new BusError('in_progress', 'claim_lost', 'This call lost its claim on the key to another call.', {
-          retryAfterMs: 500,
-        });
-      }
-    };
+    if (!dispatched) {
+      ctx.beforeSend = async () => {
+        const ok = await guardStore(() => store.markDispatched(scope, ctx.owner, fence, cfg.claimTtlMs));
+        if (!ok) {
+          // Our claim was taken over (we stalled past its expiry): another call owns the key now; sending would
+          // risk the double write the key exists to prevent.
+          throw new BusError('in_progress', 'claim_lost', 'This call lost its claim on the key to another call.', {
+            retryAfterMs: 500,
+          });
+        }
+      };
+    }
     try {
       const result = await next();
       const stored = await store
-        .completeKey(scope, ctx.owner, fence, JSON.stringify(result), cfg.ttlMs)
+        .finishWrite({
+          scope,
+          owner: ctx.owner,
+          fence,
+          result: JSON.stringify(result),
+          ttlMs: cfg.ttlMs,
+          grants: ctx.prepared?.grants ?? [],
+        })
         .catch((err: unknown) => {
           services.logger.error({ err, tool: tool.name }, 'could not record a completed key');
           return false;
@@ -143,6 +176,9 @@ export function idempotency(services: PipelineServices): Stage {
       throw err;
     } finally {
       clearInterval(renewal);
+      // The rate stage releases the slot taken with the claim; should the call never reach it, it is released here
+      // (a second release does nothing).
+      ctx.prepared?.permit?.release();
     }
   };
 }
@@ -163,5 +199,12 @@ async function settleFailure(
   } catch (storeErr) {
     // The store is down: the claim expires by itself (claimed → free, dispatched → unknown), which is what we wanted.
     services.logger.warn({ err: storeErr }, 'could not settle a failed key; it will expire');
+  }
+  // Leases granted with the claim are ours to release (the lease stage left them): a holder that timed out may
+  // still be running upstream, so its entity stays blocked for the lock-delay.
+  const grants = ctx.prepared?.grants ?? [];
+  if (grants.length > 0) {
+    const blockFor = ctx.timedOut ? services.config().leases.lockDelayMs : 0;
+    await Promise.all(grants.map((g) => store.releaseLease(g, blockFor).catch(() => {})));
   }
 }

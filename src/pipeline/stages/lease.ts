@@ -50,11 +50,14 @@ export function lease(services: PipelineServices): Stage {
     if (tool.kind === 'read' || tool.lease.length === 0) return next();
     const runtime = services.upstream(tool.upstream);
     const { ttlMs, lockDelayMs } = services.config().leases;
-    const scopes = renderScopes(tool.upstream, tool.lease, ctx.args);
+    const scopes = ctx.scopes.length > 0 ? ctx.scopes : renderScopes(tool.upstream, tool.lease, ctx.args);
     ctx.scopes = scopes;
-    const grants: LeaseGrant[] = [];
+    const prepared = ctx.prepared;
+    // Granted with the claim (idempotency stage): nothing to wait for, and the idempotency stage releases them
+    // together with completing the key.
+    const grants: LeaseGrant[] = prepared ? [...prepared.grants] : [];
     try {
-      for (const scope of scopes) {
+      for (const scope of prepared ? [] : scopes) {
         const waitMs = Math.min(runtime?.leaseWaitMs ?? 10_000, ctx.deadline - Date.now());
         const began = Date.now();
         try {
@@ -96,7 +99,7 @@ export function lease(services: PipelineServices): Stage {
     } finally {
       // A holder that timed out may still be running upstream: keep the entity blocked for the lock-delay.
       const blockFor = ctx.timedOut ? lockDelayMs : 0;
-      await Promise.all(grants.map((g) => services.store.releaseLease(g, blockFor).catch(() => {})));
+      if (!prepared) await Promise.all(grants.map((g) => services.store.releaseLease(g, blockFor).catch(() => {})));
     }
   };
 }

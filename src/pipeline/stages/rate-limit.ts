@@ -7,12 +7,15 @@ export function rateLimit(services: PipelineServices): Stage {
   return async function rateLimitStage(ctx, next) {
     const runtime = services.upstream(ctx.tool!.upstream);
     if (!runtime) return next();
-    const permit = await runtime.queue.admit({
-      agentId: ctx.agent.id,
-      weight: ctx.agent.weight,
-      deadline: ctx.deadline,
-      signal: ctx.signal,
-    });
+    // A write whose claim, leases and dispatch went in one store step took its slot then (see idempotency).
+    const permit =
+      ctx.prepared?.permit ??
+      (await runtime.queue.admit({
+        agentId: ctx.agent.id,
+        weight: ctx.agent.weight,
+        deadline: ctx.deadline,
+        signal: ctx.signal,
+      }));
     try {
       return await next();
     } finally {
