@@ -668,7 +668,18 @@ export class HttpFront {
       endpoint,
       signal: ctl.signal,
       progress,
-      ...(ask ? { ask: (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps) } : {}),
+      // On a JSON response nothing can be sent to the agent mid-call: its asker refuses, saying why.
+      ask: ask
+        ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
+        : (method: string) =>
+            Promise.reject(
+              Object.assign(
+                new Error(
+                  `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
+                ),
+                { code: METHOD_NOT_FOUND },
+              ),
+            ),
       ...(session
         ? {
             setLogLevel: (level: string) => {

@@ -56,6 +56,8 @@ export function lease(services: PipelineServices): Stage {
     // Granted with the claim (idempotency stage): nothing to wait for, and the idempotency stage releases them
     // together with completing the key.
     const grants: LeaseGrant[] = prepared ? [...prepared.grants] : [];
+    // A lease granted with the claim waited for nothing; it still counts as a lease wait of zero.
+    if (prepared) for (const _ of prepared.grants) services.metrics.leaseWait(tool.upstream, 0);
     try {
       for (const scope of prepared ? [] : scopes) {
         const waitMs = Math.min(runtime?.leaseWaitMs ?? 10_000, ctx.deadline - Date.now());
