@@ -4,7 +4,6 @@
 // rather than guessed. An agent whose client declared no elicitation is never asked.
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';

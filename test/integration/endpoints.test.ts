@@ -1,0 +1,144 @@
+// /mcp/{upstream} and what passes through toolbus beyond tools: instructions, completions, resource links, logging
+// levels and the 2026-07-28 caching hints, each checked on the wire against the real bus and a real upstream.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type BusProcess, HOSTILE_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
+import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
+
+const dir = tempDir();
+let bus: BusProcess;
+const one = () => `${bus.url}/hostile`;
+
+describe('/mcp/{upstream} and protocol features', () => {
+  before(async () => {
+    bus = await startBus(
+      `
+store: { kind: memory }
+agents:
+  - { id: all, token: "all-token-1234" }
+  - { id: narrow, token: "narrow-token-1", tools: ["hostile__echo"] }
+upstreams:
+  hostile:
+    command: ${process.execPath}
+    args: [${HOSTILE_SERVER}]
+    tools:
+      echo: { kind: read }
+      link: { kind: read }
+      leak: { kind: read }
+`,
+      { cwd: dir },
+    );
+  });
+  after(async () => {
+    await bus?.stop();
+  });
+
+  it('serves one upstream under its own names, with the same allow-lists', async () => {
+    const names = (await new AgentClient(one(), 'all-token-1234').listTools()).map((t) => t.name);
+    assert.ok(names.includes('echo') && names.includes('link'));
+    assert.ok(!names.some((n) => String(n).startsWith('hostile__')));
+    const aggregated = (await new AgentClient(bus.url, 'all-token-1234').listTools()).map((t) => t.name);
+    assert.ok(aggregated.includes('hostile__echo'));
+    const ok = await new AgentClient(one(), 'all-token-1234').call('echo', { text: 'own name' });
+    assert.equal(ok.content?.[0]?.text, 'own name');
+    const narrow = new AgentClient(one(), 'narrow-token-1');
+    assert.deepEqual(
+      (await narrow.listTools()).map((t) => t.name),
+      ['echo'],
+    );
+    assert.equal(busErrorStrict(await narrow.call('link', {})).category, 'auth');
+    const missing = await post(`${bus.url}/nosuch`, 'all-token-1234', { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    assert.equal(missing.status, 404);
+  });
+
+  it('passes instructions through: verbatim on /mcp/{upstream}, as a titled block on /mcp', async () => {
+    const own = await new AgentClient(one(), 'all-token-1234').initialize();
+    assert.equal(own.instructions, 'hostile server no-secret');
+    const all = await new AgentClient(bus.url, 'all-token-1234').initialize();
+    assert.match(String(all.instructions), /^toolbus:/);
+    assert.match(String(all.instructions), /## hostile \(tools hostile__\*\)\nhostile server no-secret/);
+    assert.deepEqual((own.capabilities as Record<string, unknown>).completions, {});
+  });
+
+  it('relays completions with the ref rewritten to the upstream name', async () => {
+    const a = new AgentClient(bus.url, 'all-token-1234');
+    const r = await a.request('completion/complete', {
+      ref: { type: 'ref/prompt', name: 'hostile__leak' },
+      argument: { name: 'x', value: '' },
+    });
+    assert.deepEqual((r.completion as { values: string[] }).values, ['ref:leak']);
+    const own = await new AgentClient(one(), 'all-token-1234').request('completion/complete', {
+      ref: { type: 'ref/resource', uri: 'mem://leak' },
+      argument: { name: 'x', value: '' },
+    });
+    assert.deepEqual((own.completion as { values: string[] }).values, ['ref:mem://leak']);
+  });
+
+  it('rewrites resource links in results on /mcp so the agent can read them, and leaves them on /mcp/{upstream}', async () => {
+    const a = new AgentClient(bus.url, 'all-token-1234');
+    const r = await a.call('hostile__link', {});
+    const content = r.content as unknown as Record<string, unknown>[];
+    assert.equal(content[0]!.uri, 'toolbus://hostile/mem://leak');
+    assert.equal((content[1]!.resource as Record<string, unknown>).uri, 'toolbus://hostile/mem://leak');
+    const read = await a.request('resources/read', { uri: String(content[0]!.uri) });
+    assert.match(JSON.stringify(read), /contents no-secret/);
+    const own = await new AgentClient(one(), 'all-token-1234').call('link', {});
+    assert.equal((own.content as unknown as Record<string, unknown>[])[0]!.uri, 'mem://leak');
+  });
+
+  it('adds the 2026-07-28 caching hints (private: lists depend on the allow-list) and resultType', async () => {
+    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28' };
+    for (const method of ['tools/list', 'resources/list', 'prompts/list', 'server/discover']) {
+      const r = await post(bus.url, 'all-token-1234', { jsonrpc: '2.0', id: 1, method, params: { _meta: meta } });
+      const result = (r.body as { result: Record<string, unknown> }).result;
+      assert.equal(result.resultType, 'complete', method);
+      assert.equal(result.cacheScope, 'private', method);
+      assert.equal(result.ttlMs, 0, method);
+    }
+    const call = await post(bus.url, 'all-token-1234', {
+      jsonrpc: '2.0',
+      id: 2,
+      method: 'tools/call',
+      params: { name: 'hostile__echo', arguments: { text: 'x' }, _meta: meta },
+    });
+    assert.equal((call.body as { result: Record<string, unknown> }).result.cacheScope, undefined);
+  });
+
+  it('sends upstream log messages to the sessions that asked for that level, and to no other', async () => {
+    const listening = new AgentClient(bus.url, 'all-token-1234');
+    await listening.initialize();
+    await listening.request('logging/setLevel', { level: 'info' });
+    const quiet = new AgentClient(bus.url, 'all-token-1234');
+    await quiet.initialize();
+    const read = async (c: AgentClient) => {
+      const ctl = new AbortController();
+      const res = await fetch(bus.url, {
+        headers: { authorization: 'Bearer all-token-1234', accept: 'text/event-stream', ...c.headers() },
+        signal: ctl.signal,
+      });
+      let text = '';
+      const reader = res.body!.getReader();
+      const until = Date.now() + 1500;
+      while (Date.now() < until) {
+        const chunk = await Promise.race([
+          reader.read(),
+          new Promise<{ done: true; value: undefined }>((r) =>
+            setTimeout(() => r({ done: true, value: undefined }), until - Date.now()),
+          ),
+        ]);
+        if (chunk.done) break;
+        text += new TextDecoder().decode(chunk.value);
+      }
+      ctl.abort();
+      return text;
+    };
+    const streams = Promise.all([read(listening), read(quiet)]);
+    await new Promise((r) => setTimeout(r, 200));
+    await new AgentClient(bus.url, 'all-token-1234').call('hostile__leak', {});
+    const [heard, silent] = await streams;
+    assert.match(heard, /notifications\/message/);
+    assert.doesNotMatch(silent, /notifications\/message/);
+    await assert.rejects(listening.request('logging/setLevel', { level: 'loud' }), /RPC error/);
+  });
+});
