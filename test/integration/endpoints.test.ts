@@ -1,7 +1,6 @@
 // /mcp/{upstream} and what passes through toolbus beyond tools: instructions, completions, resource links, logging
 // levels and the 2026-07-28 caching hints, each checked on the wire against the real bus and a real upstream.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, HOSTILE_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
