@@ -165,6 +165,10 @@ export class Bus {
       logger: this.logger,
       redact,
       hasUpstream: (name) => this.runtimes.has(name),
+      subscriptionUpstream: (name) => {
+        const r = this.runtimes.get(name);
+        return r && { request: (method, params) => r.connection.request(method, params) };
+      },
       extraRoutes: routes,
     });
     this.metrics.watchLive({
@@ -227,6 +231,7 @@ export class Bus {
       // A storm of list_changed is merged: one refresh in flight, one pending, a few per second at most.
       if (method === 'notifications/tools/list_changed') refresher.request();
       else if (method === 'notifications/message') this.front?.relayLog(name, params);
+      else if (method === 'notifications/resources/updated') this.front?.relayUpdated(name, params);
       else if (method === 'notifications/resources/list_changed' || method === 'notifications/prompts/list_changed') {
         this.front?.broadcast(method);
       }

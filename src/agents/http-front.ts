@@ -29,6 +29,8 @@ import {
   withCacheHints,
 } from './rpc.js';
 import { type Session, SessionTable } from './session-table.js';
+import { SubscriptionTable, type SubscriptionUpstream } from './subscriptions.js';
+import { wrapUri } from './upstream-directory.js';
 
 type JsonRpcMessage = {
   jsonrpc?: unknown;
@@ -59,6 +61,8 @@ export interface HttpFrontOptions {
   redact: (text: string) => string;
   /** Whether /mcp/{name} names a configured upstream. */
   hasUpstream: (name: string) => boolean;
+  /** Where resource subscriptions go upstream. */
+  subscriptionUpstream: (name: string) => SubscriptionUpstream | undefined;
   /** Other routes (health, metrics, dashboard); returns false when it did not handle the request. */
   extraRoutes: (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
 }
@@ -78,6 +82,7 @@ function byteLength(text: string): number {
 export class HttpFront {
   readonly server: Server;
   readonly sessions: SessionTable;
+  private readonly subscriptions: SubscriptionTable;
   /** Session-less requests in flight, per TCP connection: a notifications/cancelled reaches only its own connection. */
   private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
@@ -88,7 +93,12 @@ export class HttpFront {
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
-    this.sessions = new SessionTable({ maxPerAgent: opts.limits.maxSessionsPerAgent, idleMs: opts.sessionIdleMs });
+    this.subscriptions = new SubscriptionTable(opts.subscriptionUpstream);
+    this.sessions = new SessionTable({
+      maxPerAgent: opts.limits.maxSessionsPerAgent,
+      idleMs: opts.sessionIdleMs,
+      onEnd: (s) => this.subscriptions.dropSession(s),
+    });
     this.server = createServer(
       {
         keepAliveTimeout: 65_000,
@@ -149,6 +159,25 @@ export class HttpFront {
       if (s.streams.size === 0 || (to && !to(s))) continue;
       frame ??= `event: message\ndata: ${this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) }))}\n\n`;
       for (const stream of s.streams) stream.write(frame);
+    }
+  }
+
+  /** `notifications/resources/updated` goes to the sessions that subscribed to that URI and may still read it. */
+  relayUpdated(upstream: string, params: Record<string, unknown> | undefined): void {
+    const uri = params?.uri;
+    if (typeof uri !== 'string') return;
+    const watchers = this.subscriptions.sessionsFor(upstream, uri);
+    for (const s of watchers) {
+      if (s.streams.size === 0 || !s.agent.allows(`${upstream}__*`)) continue;
+      const shown = s.endpoint === undefined ? wrapUri(upstream, uri) : uri;
+      const text = this.opts.redact(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          method: 'notifications/resources/updated',
+          params: { ...params, uri: shown },
+        }),
+      );
+      for (const stream of s.streams) stream.write(`event: message\ndata: ${text}\n\n`);
     }
   }
 
@@ -684,6 +713,10 @@ export class HttpFront {
         ? {
             setLogLevel: (level: string) => {
               session.logLevel = level;
+            },
+            subscriptions: {
+              subscribe: (upstream: string, uri: string) => this.subscriptions.subscribe(session, upstream, uri),
+              unsubscribe: (upstream: string, uri: string) => this.subscriptions.unsubscribe(session, upstream, uri),
             },
           }
         : {}),

@@ -49,6 +49,11 @@ export interface CallEnv {
   progress: ((params: Record<string, unknown>) => void) | undefined;
   /** Records the session's logging level (logging/setLevel); absent for session-less requests. */
   setLogLevel?: (level: string) => void;
+  /** Resource subscriptions of this session (2025 `resources/subscribe`); absent for session-less requests. */
+  subscriptions?: {
+    subscribe(upstream: string, uri: string): Promise<void>;
+    unsubscribe(upstream: string, uri: string): Promise<void>;
+  };
   /** Sends a request to the agent on this call's stream and waits for its answer; absent when it cannot. */
   ask?: (method: string, params: Record<string, unknown> | undefined) => Promise<Record<string, unknown>>;
 }
@@ -88,6 +93,8 @@ export function aggregateDescription(
     .map((u) => `## ${u.name} (tools ${u.name}__*)\n${u.instructions}`);
   const capabilities: Record<string, unknown> = { ...CAPABILITIES };
   if (upstreams.some((u) => u.capabilities?.completions !== undefined)) capabilities.completions = {};
+  if (upstreams.some((u) => (u.capabilities?.resources as Record<string, unknown> | undefined)?.subscribe === true))
+    capabilities.resources = { listChanged: true, subscribe: true };
   return { capabilities, instructions: [INSTRUCTIONS, ...blocks].join('\n\n') };
 }
 
@@ -226,6 +233,15 @@ export async function handleRequest(
         throw new RpcError(INVALID_PARAMS, `logging/setLevel needs a level: one of ${LOG_LEVELS.join(', ')}`);
       env.setLogLevel?.(params.level);
       return {};
+    case 'resources/subscribe':
+    case 'resources/unsubscribe': {
+      if (!env.subscriptions) throw new RpcError(INVALID_REQUEST, `${method} needs a session (initialize first)`);
+      const { upstream, uri } = deps.directory.locate(env.agent, params?.uri, env.endpoint);
+      await (method === 'resources/subscribe'
+        ? env.subscriptions.subscribe(upstream, uri)
+        : env.subscriptions.unsubscribe(upstream, uri));
+      return {};
+    }
     case 'completion/complete':
       return deps.directory.complete(env.agent, params, env.signal, env.endpoint);
     case 'resources/list':

@@ -26,6 +26,8 @@ export interface Session {
 export interface SessionTableOptions {
   maxPerAgent: number;
   idleMs: number;
+  /** Called once when a session ends (its subscriptions go with it). */
+  onEnd?: (s: Session) => void;
   now?: () => number;
 }
 
@@ -99,6 +101,7 @@ export class SessionTable {
     if (mine?.size === 0) this.perAgent.delete(s.agent.id);
     for (const c of s.inflight.values()) c.abort(new Error('session closed'));
     for (const stream of s.streams) stream.end();
+    this.opts.onEnd?.(s);
   }
 
   /** Ends sessions with no request, no stream and no traffic for `idleMs`. Returns how many ended. */

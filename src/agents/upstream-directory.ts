@@ -192,6 +192,15 @@ export class UpstreamDirectory {
     return up && parts ? { up, uri: parts.uri } : undefined;
   }
 
+  /** The upstream and its own URI for a URI an agent names (for subscriptions); not found when it may not read it. */
+  locate(agent: AgentIdentity, uri: unknown, endpoint?: string): { upstream: string; uri: string } {
+    if (typeof uri !== 'string') throw new RpcError(INVALID_PARAMS, 'params.uri is required');
+    const target = this.resolveUri(uri, endpoint);
+    if (!target || !mayReadResources(agent, target.up.name) || !target.up.capabilities?.resources)
+      throw new RpcError(-32002, `Resource not found: ${uri.slice(0, 200)}`, { uri });
+    return { upstream: target.up.name, uri: target.uri };
+  }
+
   async readResource(
     agent: AgentIdentity,
     params: Record<string, unknown> | undefined,

@@ -1,13 +1,40 @@
 // /mcp/{upstream} and what passes through toolbus beyond tools: instructions, completions, resource links, logging
 // levels and the 2026-07-28 caching hints, each checked on the wire against the real bus and a real upstream.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, HOSTILE_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
 
 const dir = tempDir();
+const hostileLog = join(dir, 'hostile.log');
 let bus: BusProcess;
 const one = () => `${bus.url}/hostile`;
+
+/** What a session's notification stream (GET) receives within `ms`. */
+async function readStream(c: AgentClient, ms = 1500): Promise<string> {
+  const ctl = new AbortController();
+  const res = await fetch(bus.url, {
+    headers: { authorization: `Bearer ${c.token}`, accept: 'text/event-stream', ...c.headers() },
+    signal: ctl.signal,
+  });
+  let text = '';
+  const reader = res.body!.getReader();
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const chunk = await Promise.race([
+      reader.read(),
+      new Promise<{ done: true; value: undefined }>((r) =>
+        setTimeout(() => r({ done: true, value: undefined }), until - Date.now()),
+      ),
+    ]);
+    if (chunk.done) break;
+    text += new TextDecoder().decode(chunk.value);
+  }
+  ctl.abort();
+  return text;
+}
 
 describe('/mcp/{upstream} and protocol features', () => {
   before(async () => {
@@ -21,10 +48,12 @@ upstreams:
   hostile:
     command: ${process.execPath}
     args: [${HOSTILE_SERVER}]
+    env: { HOSTILE_LOG: ${hostileLog} }
     tools:
       echo: { kind: read }
       link: { kind: read }
       leak: { kind: read }
+      touch: { kind: read }
 `,
       { cwd: dir },
     );
@@ -110,34 +139,38 @@ upstreams:
     await listening.request('logging/setLevel', { level: 'info' });
     const quiet = new AgentClient(bus.url, 'all-token-1234');
     await quiet.initialize();
-    const read = async (c: AgentClient) => {
-      const ctl = new AbortController();
-      const res = await fetch(bus.url, {
-        headers: { authorization: 'Bearer all-token-1234', accept: 'text/event-stream', ...c.headers() },
-        signal: ctl.signal,
-      });
-      let text = '';
-      const reader = res.body!.getReader();
-      const until = Date.now() + 1500;
-      while (Date.now() < until) {
-        const chunk = await Promise.race([
-          reader.read(),
-          new Promise<{ done: true; value: undefined }>((r) =>
-            setTimeout(() => r({ done: true, value: undefined }), until - Date.now()),
-          ),
-        ]);
-        if (chunk.done) break;
-        text += new TextDecoder().decode(chunk.value);
-      }
-      ctl.abort();
-      return text;
-    };
-    const streams = Promise.all([read(listening), read(quiet)]);
+    const streams = Promise.all([readStream(listening), readStream(quiet)]);
     await new Promise((r) => setTimeout(r, 200));
     await new AgentClient(bus.url, 'all-token-1234').call('hostile__leak', {});
     const [heard, silent] = await streams;
     assert.match(heard, /notifications\/message/);
     assert.doesNotMatch(silent, /notifications\/message/);
     await assert.rejects(listening.request('logging/setLevel', { level: 'loud' }), /RPC error/);
+  });
+
+  it('fans resource subscriptions out: one upstream subscription per URI, updates only to subscribers', async () => {
+    const events = (name: string) =>
+      readFileSync(hostileLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(`"event":"${name}"`)).length;
+    const uri = 'toolbus://hostile/mem://leak';
+    const a = new AgentClient(bus.url, 'all-token-1234');
+    const b = new AgentClient(bus.url, 'all-token-1234');
+    const c = new AgentClient(bus.url, 'all-token-1234');
+    for (const x of [a, b, c]) await x.initialize();
+    await a.request('resources/subscribe', { uri });
+    await b.request('resources/subscribe', { uri });
+    assert.equal(events('resources/subscribe'), 1, 'one upstream subscription for two sessions');
+    const streams = Promise.all([readStream(a), readStream(c)]);
+    await new Promise((r) => setTimeout(r, 200));
+    await new AgentClient(bus.url, 'all-token-1234').call('hostile__touch', { uri: 'mem://leak' });
+    const [subscribed, other] = await streams;
+    assert.match(subscribed, /notifications\/resources\/updated/);
+    assert.ok(subscribed.includes(uri), 'the URI is the bus URI on /mcp');
+    assert.doesNotMatch(other, /resources\/updated/);
+    await a.request('resources/unsubscribe', { uri });
+    assert.equal(events('resources/unsubscribe'), 0, 'b still subscribes');
+    await b.request('resources/unsubscribe', { uri });
+    assert.equal(events('resources/unsubscribe'), 1, 'the last one out unsubscribes upstream');
   });
 });
