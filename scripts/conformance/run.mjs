@@ -8,6 +8,7 @@
 //
 // Legs (each run once per requirement set):
 //   direct        the reference server over Streamable HTTP
+//   relay         the same through the auth relay alone (a control: the relay must change no verdict)
 //   bus-ref-http  toolbus /mcp/ref         (the reference server as an HTTP upstream)
 //   bus-ref-stdio toolbus /mcp/ref-stdio   (the reference server as a stdio upstream)
 //   bus-mcp       toolbus /mcp             (aggregated names: most scenarios are expected to fail there)
@@ -37,6 +38,7 @@ const CLI = join(ROOT, 'dist/src/cli/main.js');
 export const SETS = ['2025-11-25', '2026-07-28'];
 export const LEGS = {
   direct: 'the reference server itself over Streamable HTTP (no bus)',
+  relay: 'the reference server through the auth relay alone (control: must equal direct)',
   'bus-ref-http': 'toolbus /mcp/ref (HTTP upstream)',
   'bus-ref-stdio': 'toolbus /mcp/ref-stdio (stdio upstream)',
   'bus-mcp': 'toolbus /mcp (aggregated)',
@@ -122,13 +124,16 @@ function startAuthRelay(target, token) {
     const headers = { ...req.headers };
     if (!headers.authorization) headers.authorization = `Bearer ${token}`;
     const out = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers },
+      // A fresh connection per request: reusing a kept-alive socket races the server closing it when idle, and a
+      // lost POST (say, the answer to an elicitation) would hang a scenario for the suite's whole timeout.
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers, agent: false },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);
       },
     );
-    out.on('error', () => {
+    out.on('error', (e) => {
+      process.stderr.write(`conformance relay: ${req.method} ${req.url}: ${e.message}\n`);
       if (!res.headersSent) res.writeHead(502);
       res.end();
     });
@@ -269,7 +274,8 @@ export function markdown(report) {
     '',
     'The upstream is `test/fixtures/reference-server.ts` (official SDK v2; 2025 sessions and 2026-07-28 stateless',
     "from one definition). Bus legs go through a loopback relay that adds only the agent's `Authorization` header,",
-    'because the suite cannot send one.',
+    'because the suite cannot send one and toolbus requires a bearer token on every request. The `relay` leg is the',
+    'control: the reference server through that relay alone must (and does) get the same verdicts as `direct`.',
     '',
     'Run it: `npm run conformance` (builds, then runs both sets on every leg; about 15 s). `--direct-only`, `--sets`,',
     '`--legs`, and `--via-bus URL --token T` (a bus you started yourself) narrow or redirect it; see the header of',
@@ -311,7 +317,13 @@ export function markdown(report) {
   const gaps = report.rows.flatMap((r) =>
     legs
       .filter(
-        (l) => l !== 'direct' && r.results.direct?.ok && r.results[l] && !r.results[l].ok && !r.results[l].unavailable,
+        (l) =>
+          l !== 'direct' &&
+          l !== 'relay' &&
+          r.results.direct?.ok &&
+          r.results[l] &&
+          !r.results[l].ok &&
+          !r.results[l].unavailable,
       )
       .map(
         (l) =>
@@ -354,7 +366,12 @@ async function main() {
     const refUrl = `http://127.0.0.1:${ref.match[1]}/mcp`;
     const legs = [];
     if (opts.legs.includes('direct')) legs.push({ id: 'direct', label: LEGS.direct, url: refUrl });
-    const busLegs = opts.legs.filter((l) => l !== 'direct');
+    if (opts.legs.includes('relay')) {
+      const relay = await startAuthRelay(new URL(refUrl).origin, randomBytes(8).toString('hex'));
+      closers.push(relay.close);
+      legs.push({ id: 'relay', label: LEGS.relay, url: `http://127.0.0.1:${relay.port}/mcp` });
+    }
+    const busLegs = opts.legs.filter((l) => l !== 'direct' && l !== 'relay');
     if (opts.viaBus) {
       if (!opts.token) throw new Error('--via-bus needs --token');
       const relay = await startAuthRelay(opts.viaBus, opts.token);

@@ -87,7 +87,7 @@ describe('conformance: the reference upstream directly and through toolbus', { t
     assert.deepEqual(report.sets, ['2025-11-25', '2026-07-28']);
     assert.deepEqual(
       report.legs.map((l) => l.id),
-      ['direct', 'bus-ref-http', 'bus-ref-stdio', 'bus-mcp'],
+      ['direct', 'relay', 'bus-ref-http', 'bus-ref-stdio', 'bus-mcp'],
     );
     for (const set of report.sets) assert.ok(report.rows.filter((r) => r.set === set && r.scored).length >= 30, set);
   });
@@ -106,9 +106,16 @@ describe('conformance: the reference upstream directly and through toolbus', { t
     assert.deepEqual([...failing].sort(), [...DIRECT_FAILURES].sort());
   });
 
+  it('the auth relay the bus legs go through changes no verdict (control leg)', () => {
+    const differ = report.rows
+      .filter((r) => r.results.relay?.ok !== r.results.direct?.ok)
+      .map((r) => `${r.set} ${r.scenario}: direct ${r.results.direct?.ok}, relay ${r.results.relay?.ok}`);
+    assert.deepEqual(differ, []);
+  });
+
   it('every scenario that passes directly passes through the bus, except the KNOWN_GAPS', () => {
     const unlisted: string[] = [];
-    for (const leg of report.legs.filter((l) => l.id !== 'direct'))
+    for (const leg of report.legs.filter((l) => l.id !== 'direct' && l.id !== 'relay'))
       for (const r of report.rows) {
         const bus = r.results[leg.id];
         if (!r.results.direct?.ok || bus?.ok) continue;
