@@ -19,7 +19,7 @@
 //
 // Options: --sets 2025-11-25,2026-07-28  --legs direct,bus-ref-http,...  --jobs N (suite processes at once, default 4)
 //          --json FILE (default bench/results/conformance.json)  --markdown FILE (default docs/conformance.md)
-//          --no-markdown  --config FILE (your own toolbus config; must define upstream `ref` and agent token --token)
+//          --no-markdown  --bus-defaults (no per-tool policy in the generated bus config)  --config FILE (your own toolbus config; must define upstream `ref` and agent token --token)
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,6 +55,7 @@ function parseArgs(argv) {
     token: undefined,
     config: undefined,
     timeoutMs: 30_000,
+    busDefaults: false,
   };
   for (let i = 2; i < argv.length; i++) {
     const a = argv[i];
@@ -74,6 +75,7 @@ function parseArgs(argv) {
     else if (a === '--token') opts.token = next();
     else if (a === '--config') opts.config = resolve(next());
     else if (a === '--timeout') opts.timeoutMs = Number(next());
+    else if (a === '--bus-defaults') opts.busDefaults = true;
     else throw new Error(`unknown option ${a}`);
   }
   for (const l of opts.legs) if (!(l in LEGS) && l !== 'bus') throw new Error(`unknown leg ${l}`);
@@ -242,17 +244,61 @@ async function endpointExists(url, token) {
   return res !== undefined && res.status !== 404;
 }
 
-function busConfig(refUrl, token) {
+/**
+ * Every tool of the reference server, asked over one 2025 session. The bus config gives each `idempotency: optional`:
+ * unannotated tools are writes by default and a write demands an idempotency_key the suite never sends, which would
+ * fail every tools/call scenario for a reason that has nothing to do with protocol fidelity. (`--bus-defaults` keeps
+ * the defaults, to measure exactly that.)
+ */
+async function referenceTools(refUrl) {
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const rpc = async (body, extra = {}) => {
+    const res = await fetch(refUrl, { method: 'POST', headers: { ...headers, ...extra }, body: JSON.stringify(body) });
+    const text = await res.text();
+    const json = res.headers.get('content-type')?.includes('text/event-stream')
+      ? text
+          .split('\n')
+          .filter((l) => l.startsWith('data: '))
+          .map((l) => JSON.parse(l.slice(6)))
+          .find((m) => m.id === body.id)
+      : text
+        ? JSON.parse(text)
+        : undefined;
+    return { res, json };
+  };
+  const init = await rpc({
+    jsonrpc: '2.0',
+    id: 1,
+    method: 'initialize',
+    params: {
+      protocolVersion: '2025-11-25',
+      capabilities: {},
+      clientInfo: { name: 'conformance-runner', version: '1' },
+    },
+  });
+  const session = {
+    'mcp-session-id': init.res.headers.get('mcp-session-id') ?? '',
+    'mcp-protocol-version': '2025-11-25',
+  };
+  await rpc({ jsonrpc: '2.0', method: 'notifications/initialized' }, session);
+  const { json } = await rpc({ jsonrpc: '2.0', id: 2, method: 'tools/list' }, session);
+  return json.result.tools.map((t) => t.name);
+}
+
+function busConfig(refUrl, token, tools) {
+  const policies = tools.length
+    ? `\n    tools:\n${tools.map((t) => `      ${t}: { idempotency: optional }`).join('\n')}`
+    : '';
   return `# written by scripts/conformance/run.mjs
 store: { kind: memory }
 logging: { level: warn }
 agents: [{ id: conformance, token: "${token}" }]
 upstreams:
   ref:
-    url: ${refUrl}
+    url: ${refUrl}${policies}
   ref-stdio:
     command: ${process.execPath}
-    args: [${JSON.stringify(REFERENCE)}]
+    args: [${JSON.stringify(REFERENCE)}]${policies}
 `;
 }
 
@@ -286,6 +332,10 @@ export function markdown(report) {
     "A ✓ says the suite's checks held, not more: on `bus-mcp` some are hollow. `tools-call-simple-text` and",
     "`tools-call-error` only look for a text block or `isError`, which toolbus's own `unknown_tool` error (the",
     'suite calls unprefixed names there) also satisfies.',
+    '',
+    'The generated bus config puts the reference server behind toolbus twice (`ref` over HTTP, `ref-stdio` over',
+    'stdio) and gives every tool `idempotency: optional`: unannotated tools are writes by default, and a write without',
+    'the `idempotency_key` the suite never sends is refused (`--bus-defaults` measures with that default instead).',
     '',
     '| leg | what |',
     '|---|---|',
@@ -389,7 +439,8 @@ async function main() {
       if (!config) {
         const dir = mkdtempSync(join(tmpdir(), 'conformance-bus-'));
         config = join(dir, 'toolbus.yaml');
-        writeFileSync(config, busConfig(refUrl, token));
+        const tools = opts.busDefaults ? [] : await referenceTools(refUrl);
+        writeFileSync(config, busConfig(refUrl, token, tools));
       }
       const bus = await startChild(
         process.execPath,
