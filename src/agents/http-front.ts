@@ -697,18 +697,22 @@ export class HttpFront {
       endpoint,
       signal: ctl.signal,
       progress,
-      // On a JSON response nothing can be sent to the agent mid-call: its asker refuses, saying why.
-      ask: ask
-        ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
-        : (method: string) =>
-            Promise.reject(
-              Object.assign(
-                new Error(
-                  `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
+      // On a JSON response nothing can be sent to the agent mid-call, and a 2026-07-28 agent takes no pushed requests
+      // (its revision asks through InputRequiredResult, which toolbus does not translate yet): the asker refuses.
+      ask:
+        ask && !modern
+          ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
+          : (method: string) =>
+              Promise.reject(
+                Object.assign(
+                  new Error(
+                    modern
+                      ? `the agent speaks 2026-07-28, which cannot take ${method} pushed during a call (toolbus does not translate it into an InputRequiredResult yet)`
+                      : `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
+                  ),
+                  { code: METHOD_NOT_FOUND },
                 ),
-                { code: METHOD_NOT_FOUND },
               ),
-            ),
       ...(session
         ? {
             setLogLevel: (level: string) => {
