@@ -38,6 +38,26 @@ export interface BusOptions {
   logStream?: NodeJS.WritableStream;
 }
 
+/** How an upstream is reached: a change here needs a new connection; anything else is policy, applied in place. */
+function reachOf(u: UpstreamConfig): string {
+  const {
+    tools,
+    rateLimit,
+    maxConcurrency,
+    timeoutMs,
+    progressExtendsUpTo,
+    trustAnnotations,
+    queueWaitMs,
+    maxQueuePerAgent,
+    leaseWaitMs,
+    circuitBreaker,
+    restart,
+    connectTimeoutMs,
+    ...reach
+  } = u;
+  return JSON.stringify(reach);
+}
+
 export class Bus {
   private loaded: LoadedConfig;
   readonly logger: Logger;
@@ -59,7 +79,9 @@ export class Bus {
   private seq = 0;
   private watchers: FSWatcher[] = [];
   private reloadTimer: NodeJS.Timeout | undefined;
-  private readonly onSighup = () => this.reloadSecrets('SIGHUP');
+  private readonly onSighup = () => void this.reloadSecrets('SIGHUP');
+  private reloadChain: Promise<void> = Promise.resolve();
+  private retryReloadTimer: NodeJS.Timeout | undefined;
   /** Last resort: a rejection nothing handled is a bug, logged loudly, never a reason to stop serving every agent. */
   private readonly onUnhandled = (reason: unknown) =>
     this.logger.error({ err: reason }, 'unhandled rejection (a bug in toolbus; the process keeps serving)');
@@ -258,8 +280,7 @@ export class Bus {
   /** Re-reads an upstream's tools (on connect and on tools/list_changed) and tells agents when the list changed. */
   private async refreshTools(name: string): Promise<void> {
     const runtime = this.runtimes.get(name);
-    const ucfg = this.loaded.config.upstreams[name];
-    if (!runtime || !ucfg || runtime.connection.state !== 'ready') return;
+    if (!runtime || runtime.connection.state !== 'ready') return;
     try {
       const tools: Record<string, unknown>[] = [];
       let cursor: unknown;
@@ -269,6 +290,9 @@ export class Bus {
         cursor = res.nextCursor;
         if (typeof cursor !== 'string') break;
       }
+      // A reload may have removed or replaced this upstream meanwhile, or changed its policies: read them now.
+      const ucfg = this.loaded.config.upstreams[name];
+      if (this.runtimes.get(name) !== runtime || !ucfg) return;
       const before = JSON.stringify(
         [...this.catalog.all()].filter((t) => t.upstream === name).map((t) => t.definition),
       );
@@ -355,44 +379,99 @@ export class Bus {
   }
 
   /**
-   * Re-reads the config file and applies what can change live: secrets (upstream env/headers: HTTP upstreams use the
-   * new header on the next call, stdio upstreams are replaced blue/green) and agents (tokens, allow-lists, weights).
-   * Structural changes (new upstreams, store, server) need a restart and are reported as such.
+   * Re-reads the config and applies it, one reload at a time (a reload asked for while one runs waits its turn, so
+   * two can never race on an upstream). Returns when this reload is done.
    */
-  async reloadSecrets(reason: string): Promise<void> {
+  reloadSecrets(reason: string): Promise<void> {
+    const run = this.reloadChain.then(() => this.reload(reason));
+    this.reloadChain = run.catch((err: unknown) => this.logger.error({ err }, 'config reload failed'));
+    return this.reloadChain;
+  }
+
+  /**
+   * One reload: everything that can change live does. Agents, auth, limits and tool policies apply at once; an
+   * upstream added starts, one removed stops and its tools go; a change to how an upstream is reached (command,
+   * args, env, cwd, url, headers, oauth, roots) replaces its connection blue/green; a policy-only change (tools,
+   * caps, waits, timeouts, breaker) is applied in place and keeps the upstream process. `server` and `store` need a
+   * restart and are reported. A new connection that fails to start keeps that upstream on its old config, and the
+   * reload is tried again later; a config that does not load keeps everything as it was.
+   */
+  private async reload(reason: string): Promise<void> {
     if (!this.loaded.path || this.stopping) return;
+    clearTimeout(this.retryReloadTimer);
     let next: LoadedConfig;
     try {
       next = loadConfig(this.loaded.path);
     } catch (err) {
-      this.logger.error({ err: (err as Error).message }, 'config reload failed; keeping the running config');
+      this.logger.error({ err: (err as Error).message, reason }, 'config reload failed; keeping the running config');
       return;
     }
     const prev = this.loaded;
-    this.loaded = next;
+    const changes: string[] = [];
+    for (const key of ['server', 'store'] as const) {
+      if (JSON.stringify(prev.config[key]) !== JSON.stringify(next.config[key]))
+        changes.push(`${key} changed: takes effect after a restart`);
+    }
     this.redactor.add(next.secrets);
-    this.agents.replace(next.config.agents);
-    this.auth.replace(next.config.auth);
-    this.front.sessions.endAgentsNotIn((id) => this.auth.isActive(id));
-    this.toolLists.clear();
+    const upstreams: Record<string, UpstreamConfig> = { ...next.config.upstreams };
+    let failed = 0;
+    // Removed upstreams stop, and their tools go at once.
+    for (const name of [...this.runtimes.keys()]) {
+      if (Object.hasOwn(next.config.upstreams, name)) continue;
+      const unit = this.runtimes.get(name)!;
+      this.runtimes.delete(name);
+      this.refreshers.get(name)?.stop();
+      this.refreshers.delete(name);
+      this.catalog.removeUpstream(name);
+      unit.queue.close();
+      void unit.close().catch(() => {});
+      changes.push(`upstream ${name} removed`);
+    }
     for (const [name, ucfg] of Object.entries(next.config.upstreams)) {
-      const runtime = this.runtimes.get(name);
+      const unit = this.runtimes.get(name);
       const old = prev.config.upstreams[name];
-      if (!runtime) {
-        this.logger.warn({ upstream: name }, 'new upstream in config: restart the bus to add it');
+      if (!unit || !old) {
+        this.addUpstream(name, ucfg);
+        void this.runtimes.get(name)!.start();
+        changes.push(`upstream ${name} added`);
         continue;
       }
-      if (JSON.stringify(old) !== JSON.stringify(ucfg)) {
+      if (JSON.stringify(old) === JSON.stringify(ucfg)) continue;
+      if (reachOf(old) !== reachOf(ucfg)) {
         try {
-          await runtime.reconfigure(ucfg);
-          this.logger.info({ upstream: name, reason }, 'upstream reconfigured live');
+          await unit.reconfigure(ucfg);
+          changes.push(`upstream ${name} reconnected (how it is reached changed)`);
         } catch (err) {
-          this.logger.error({ err, upstream: name }, 'live reconfiguration failed; the old connection stays');
+          failed++;
+          upstreams[name] = old;
+          this.logger.error({ err, upstream: name }, 'upstream did not take its new config; the old connection stays');
+          continue;
         }
       }
-      this.refreshers.get(name)?.request();
+      unit.retune(ucfg);
+      if (reachOf(old) === reachOf(ucfg)) changes.push(`upstream ${name} policy changed (process kept)`);
     }
+    const prevAgents = new Set(prev.config.agents.map((a) => a.id));
+    const nextAgents = new Set(next.config.agents.map((a) => a.id));
+    const added = [...nextAgents].filter((a) => !prevAgents.has(a));
+    const gone = [...prevAgents].filter((a) => !nextAgents.has(a));
+    if (added.length + gone.length > 0) changes.push(`agents +[${added.join(',')}] -[${gone.join(',')}]`);
+    if (JSON.stringify(prev.config.limits) !== JSON.stringify(next.config.limits)) changes.push('limits changed');
+    this.loaded = { ...next, config: Object.freeze({ ...next.config, upstreams: Object.freeze(upstreams) }) };
+    this.agents.replace(next.config.agents);
+    this.auth.replace(next.config.auth);
+    this.front.setLimits(next.config.limits);
+    this.front.sessions.endAgentsNotIn((id) => this.auth.isActive(id));
+    this.toolLists.clear();
+    for (const r of this.refreshers.values()) r.request();
+    this.front.broadcast('notifications/tools/list_changed');
     this.watchSecrets();
+    this.logger.info({ reason, changes }, changes.length > 0 ? 'config reloaded' : 'config reloaded: nothing changed');
+    if (failed > 0) {
+      // A failed rotation is tried again: the file already says what it should be.
+      this.retryReloadTimer = setTimeout(() => void this.reloadSecrets('retry after a failed upstream change'), 5000);
+      this.retryReloadTimer.unref();
+    }
   }
 
   /** Stops taking calls, lets in-flight calls finish (bounded), then closes upstreams and the store. */
@@ -403,6 +482,7 @@ export class Bus {
     process.off('unhandledRejection', this.onUnhandled);
     clearInterval(this.storeProbe);
     clearTimeout(this.reloadTimer);
+    clearTimeout(this.retryReloadTimer);
     for (const w of this.watchers) w.close();
     for (const r of this.refreshers.values()) r.stop();
     await this.front?.close();

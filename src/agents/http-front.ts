@@ -149,6 +149,12 @@ export class HttpFront {
     });
   }
 
+  /** A live reload changed the limits: per-request caps apply from the next request on. */
+  setLimits(limits: Limits): void {
+    this.opts.limits = limits;
+    this.server.maxConnections = limits.maxConnections;
+  }
+
   /**
    * Sends a notification to the open session streams (e.g. notifications/tools/list_changed): to every session, or
    * to those `to` accepts.

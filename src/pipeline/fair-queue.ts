@@ -127,17 +127,17 @@ function laneWeight(weight: number): number {
 
 export class AdmissionQueue {
   readonly upstream: string;
-  private readonly rate: RateLimit | undefined;
-  private readonly intervalMs: number;
-  private readonly maxConcurrency: number;
-  private readonly queueWaitMs: number;
-  private readonly maxQueuePerAgent: number;
+  private rate: RateLimit | undefined;
+  private intervalMs: number;
+  private maxConcurrency: number;
+  private queueWaitMs: number;
+  private maxQueuePerAgent: number;
   private readonly store: RateStore;
   private readonly bucket: string;
   private readonly now: () => number;
   private readonly onWait: ((agentId: string, waitedMs: number) => void) | undefined;
   private readonly onStoreError: ((err: unknown) => void) | undefined;
-  private readonly fallback: LocalBucket | undefined;
+  private fallback: LocalBucket | undefined;
 
   private inFlight = 0;
   private queued = 0;
@@ -174,6 +174,26 @@ export class AdmissionQueue {
     this.onWait = opts.onWait;
     this.onStoreError = opts.onStoreError;
     this.fallback = opts.rate ? new LocalBucket(opts.rate) : undefined;
+  }
+
+  /**
+   * A live reload changed the upstream's rate cap, concurrency cap or queue limits: they apply from the next
+   * admission on. Waiting calls keep their place; permits held stay valid.
+   */
+  retune(opts: Pick<AdmissionQueueOptions, 'rate' | 'maxConcurrency' | 'queueWaitMs' | 'maxQueuePerAgent'>): void {
+    const rateChanged = JSON.stringify(opts.rate) !== JSON.stringify(this.rate);
+    this.rate = opts.rate;
+    this.intervalMs = opts.rate ? 1000 / opts.rate.perSecond : 0;
+    this.maxConcurrency = Math.max(1, Math.floor(opts.maxConcurrency));
+    this.queueWaitMs = opts.queueWaitMs;
+    this.maxQueuePerAgent = Math.max(0, Math.floor(opts.maxQueuePerAgent));
+    if (rateChanged) {
+      // The old bucket's refusal says nothing about the new cap.
+      this.fallback = opts.rate ? new LocalBucket(opts.rate) : undefined;
+      this.rateFreeAt = 0;
+      this.holdUntil = this.pausedUntil;
+    }
+    this.pump();
   }
 
   /**

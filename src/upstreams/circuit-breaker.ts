@@ -28,9 +28,9 @@ const MAX_PROBE_RETRY_MS = 1000;
 export class CircuitBreaker {
   onChange: ((state: BreakerState, previous: BreakerState) => void) | undefined;
 
-  private readonly threshold: number;
-  private readonly openMs: number;
-  private readonly probeTimeoutMs: number;
+  private threshold: number;
+  private openMs: number;
+  private probeTimeoutMs: number;
   private readonly now: () => number;
 
   private current: BreakerState = 'closed';
@@ -46,6 +46,13 @@ export class CircuitBreaker {
     this.probeTimeoutMs = Math.max(1, opts.probeTimeoutMs ?? opts.openMs);
     this.now = opts.now ?? Date.now;
     this.onChange = opts.onChange;
+  }
+
+  /** A live reload changed the thresholds: they apply from the next failure on. */
+  retune(opts: { failures: number; openMs: number }): void {
+    this.threshold = Math.max(1, Math.floor(opts.failures));
+    this.openMs = Math.max(0, opts.openMs);
+    this.probeTimeoutMs = Math.max(1, opts.openMs);
   }
 
   /** The state now; an open circuit whose openMs has passed reads as half-open. */

@@ -200,6 +200,27 @@ export class UpstreamUnit {
     return this.connection.start();
   }
 
+  /**
+   * A live reload changed only policy (tools, rate and concurrency caps, queue and lease waits, timeouts, breaker):
+   * applied in place, no connection is touched, so the upstream keeps its process and its state.
+   */
+  retune(cfg: UpstreamConfig): void {
+    this.cfg = {
+      ...cfg,
+      sharing: this.cfg.sharing,
+      maxSessions: this.cfg.maxSessions,
+      sessionIdleMs: this.cfg.sessionIdleMs,
+    };
+    this.queue.retune({
+      ...(cfg.rateLimit ? { rate: cfg.rateLimit } : {}),
+      maxConcurrency: cfg.maxConcurrency,
+      queueWaitMs: cfg.queueWaitMs,
+      maxQueuePerAgent: cfg.maxQueuePerAgent,
+    });
+    this.breaker.retune(cfg.circuitBreaker);
+    if (this.pool) for (const [, s] of this.pool.sessions()) s.breaker.retune(cfg.circuitBreaker);
+  }
+
   /** Live credential rotation for the listing/shared connection and every live session (each blue/green). */
   async reconfigure(cfg: UpstreamConfig): Promise<void> {
     const prev = this.cfg;

@@ -1,0 +1,132 @@
+// One serialized reload applies every config change live (DESIGN.md section 17): policies and caps in place with the
+// upstream process kept, an upstream removed is gone, one added appears, limits and agents apply at once, and a
+// config that does not load changes nothing.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { type BusProcess, LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
+import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
+import { waitFor } from '../helpers/wait.js';
+
+const dir = tempDir();
+const file = join(dir, 'toolbus.yaml');
+
+function config(opts: {
+  rate?: string;
+  echoKind?: string;
+  tickets?: boolean;
+  maxBatch?: number;
+  agents?: string;
+}): string {
+  return `
+store: { kind: memory }
+logging: { level: info }
+limits: { maxBatch: ${opts.maxBatch ?? 64} }
+agents:
+${opts.agents ?? '  - { id: a, token: "reload-token-a" }'}
+upstreams:
+  lab:
+    command: ${process.execPath}
+    args: [${LAB_SERVER}]
+    ${opts.rate ?? ''}
+    queueWaitMs: 200
+    tools:
+      echo: { kind: ${opts.echoKind ?? 'read'} }
+      whoami: { kind: read }
+${
+  opts.tickets
+    ? `  tickets:
+    command: ${process.execPath}
+    args: [${LAB_SERVER}]
+    tools:
+      echo: { kind: read }`
+    : ''
+}
+`;
+}
+
+let bus: BusProcess;
+const a = () => new AgentClient(bus.url, 'reload-token-a');
+const pidOf = async () => JSON.parse(String((await a().call('lab__whoami')).content?.[0]?.text)).pid as number;
+
+async function reload(yaml: string, expect: RegExp): Promise<void> {
+  const seen = bus.stderr().length;
+  writeFileSync(file, yaml);
+  bus.child.kill('SIGHUP');
+  await waitFor(() => expect.test(bus.stderr().slice(seen)), 10_000, `reload log ${expect}`);
+}
+
+describe('live reload', () => {
+  before(async () => {
+    writeFileSync(file, config({ tickets: true }));
+    bus = await startBusWithConfig(file, { cwd: dir });
+  });
+  after(async () => {
+    await bus?.stop();
+  });
+
+  it('a policy change (kind, rate cap) applies in place and keeps the upstream process', async () => {
+    const pid = await pidOf();
+    assert.equal((await a().call('lab__echo', { text: 'x' })).isError, undefined);
+    await reload(
+      config({ tickets: true, echoKind: 'write', rate: 'rateLimit: { perSecond: 1, burst: 1 }' }),
+      /policy changed/,
+    );
+    // echo is now a write: it needs an idempotency key.
+    await waitFor(
+      async () =>
+        (await a().listTools()).some((t) => t.name === 'lab__echo' && JSON.stringify(t).includes('idempotency_key')),
+      5000,
+      'echo became a write',
+    );
+    assert.equal(busErrorStrict(await a().call('lab__echo', { text: 'x' })).category, 'validation');
+    // One call a second: a burst of four finds the budget spent.
+    const burst = await Promise.all([1, 2, 3, 4].map(() => a().call('lab__whoami')));
+    assert.ok(
+      burst.some((r) => r.isError && busErrorStrict(r).category === 'rate_limited'),
+      'the new rate cap applies',
+    );
+    await reload(config({ tickets: true }), /policy changed/);
+    assert.equal(await pidOf(), pid, 'same upstream process throughout');
+  });
+
+  it('an upstream removed is gone; one added appears', async () => {
+    assert.ok((await a().listTools()).some((t) => String(t.name).startsWith('tickets__')));
+    await reload(config({}), /upstream tickets removed/);
+    await waitFor(
+      async () => !(await a().listTools()).some((t) => String(t.name).startsWith('tickets__')),
+      5000,
+      'tools gone',
+    );
+    assert.equal(busErrorStrict(await a().call('tickets__echo', { text: 't' })).category, 'not_found');
+    await reload(config({ tickets: true }), /upstream tickets added/);
+    await waitFor(async () => (await a().listTools()).some((t) => t.name === 'tickets__echo'), 10_000, 'tools back');
+    assert.equal((await a().call('tickets__echo', { text: 't' })).content?.[0]?.text, 't');
+  });
+
+  it('limits and agents apply at once; a broken config changes nothing', async () => {
+    await reload(
+      config({
+        tickets: true,
+        maxBatch: 2,
+        agents: '  - { id: a, token: "reload-token-a" }\n  - { id: b, token: "reload-token-b" }',
+      }),
+      /limits changed/,
+    );
+    const batch = [1, 2, 3].map((id) => ({ jsonrpc: '2.0', id, method: 'ping' }));
+    assert.equal((await post(bus.url, 'reload-token-a', batch)).status, 400);
+    assert.equal(
+      (await new AgentClient(bus.url, 'reload-token-b').call('lab__echo', { text: 'b' })).isError,
+      undefined,
+    );
+    const seen = bus.stderr().length;
+    writeFileSync(file, 'upstreams: [not, a, map');
+    bus.child.kill('SIGHUP');
+    await waitFor(() => /keeping the running config/.test(bus.stderr().slice(seen)), 5000, 'refused reload');
+    assert.equal(
+      (await new AgentClient(bus.url, 'reload-token-b').call('lab__echo', { text: 'b' })).isError,
+      undefined,
+    );
+  });
+});
