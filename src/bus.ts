@@ -280,7 +280,7 @@ export class Bus {
   /** Re-reads an upstream's tools (on connect and on tools/list_changed) and tells agents when the list changed. */
   private async refreshTools(name: string): Promise<void> {
     const runtime = this.runtimes.get(name);
-    if (!runtime || runtime.connection.state !== 'ready') return;
+    if (runtime?.connection.state !== 'ready') return;
     try {
       const tools: Record<string, unknown>[] = [];
       let cursor: unknown;
