@@ -21,6 +21,9 @@ import { createLogger } from './observe/log.js';
 import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
 import { SecretRedactor } from './observe/redact.js';
+import { Timeline } from './observe/timeline.js';
+import { Tracer, tracerOptionsFromEnv } from './observe/tracing.js';
+import { UpstreamTrails } from './observe/upstream-trail.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
 import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
@@ -29,6 +32,7 @@ import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
 import { CircuitBreaker } from './upstreams/circuit-breaker.js';
 import { UpstreamConnection } from './upstreams/connection.js';
+import { toolbusVersion } from './version.js';
 
 export interface BusOptions {
   host?: string;
@@ -44,6 +48,12 @@ export class Bus {
   readonly redactor: SecretRedactor;
   readonly metrics = new Metrics();
   readonly recent = new RecentEvents();
+  /** The dashboard's charts: the last minutes per upstream and per-agent totals (observe/timeline.ts). */
+  readonly timeline = new Timeline();
+  /** Each upstream's last stderr lines and connection error, for the dashboard. */
+  private readonly trails: UpstreamTrails;
+  private tracer: Tracer | undefined;
+  private sampler: NodeJS.Timeout | undefined;
   readonly catalog = new Catalog();
   readonly agents: AgentTable;
   private readonly auth: Authenticator;
@@ -73,6 +83,11 @@ export class Bus {
     this.logger = createLogger(loaded.config.logging.level, this.redactor, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
     this.auth = new Authenticator(this.agents, loaded.config.auth, this.logger);
+    this.trails = new UpstreamTrails({
+      redact: (t) => this.redactor.redact(t),
+      forward: opts.logStream ?? process.stderr,
+      level: loaded.config.logging.level,
+    });
   }
 
   get config(): Config {
@@ -111,7 +126,11 @@ export class Bus {
     }
     for (const [name, ucfg] of Object.entries(cfg.upstreams)) this.addUpstream(name, ucfg);
     this.directory = new UpstreamDirectory(() => this.directoryUpstreams());
-    const runner = createCallRunner(this.services(), this.recent);
+    this.tracer = this.startTracing();
+    const runner = createCallRunner(this.services(), this.recent, {
+      timeline: this.timeline,
+      ...(this.tracer ? { tracer: this.tracer } : {}),
+    });
     this.runner = runner;
     const deps: RpcDeps = {
       catalog: this.catalog,
@@ -168,12 +187,42 @@ export class Bus {
     // Every upstream is tried once before the bus says it is listening; failures keep retrying in the background.
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.refreshers.values()].map((r) => r.runNow()));
-    this.address = await this.front.listen();
+    try {
+      this.address = await this.front.listen();
+    } catch (err) {
+      // Nothing may outlive a failed start: the upstreams already running are stopped before the error surfaces.
+      await this.stop();
+      throw listenError(err, host, this.opts.port ?? cfg.server.port);
+    }
     const shownHost = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
     this.auth.setListenUrl(`http://${shownHost}:${this.address.port}/mcp`);
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
+    this.sampler = setInterval(() => {
+      for (const r of this.runtimes.values()) {
+        const q = r.queue.snapshot();
+        this.timeline.sampleQueue(r.name, q.queued, q.inFlight);
+      }
+    }, 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
+  }
+
+  /** OpenTelemetry export, only when the standard OTEL_* variables name an OTLP endpoint. */
+  private startTracing(): Tracer | undefined {
+    const { options, problem } = tracerOptionsFromEnv(process.env, toolbusVersion());
+    if (problem) this.logger.warn({ problem }, 'tracing stays off');
+    if (!options) return undefined;
+    let lastReport = 0;
+    const tracer = new Tracer({
+      ...options,
+      onExportError: (err) => {
+        if (Date.now() - lastReport < 60_000) return;
+        lastReport = Date.now();
+        this.logger.warn({ err: err.message }, 'trace export failed; spans dropped');
+      },
+    });
+    this.logger.info({ endpoint: options.endpoint }, 'tracing on: exporting OTLP/HTTP JSON');
+    return tracer;
   }
 
   private probeStore(): void {
@@ -192,14 +241,21 @@ export class Bus {
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
     const connection = new UpstreamConnection(name, ucfg, {
-      logger: this.logger.child({ upstream: name }),
+      logger: this.trails.loggerFor(name),
       maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
     });
     const refresher = new CoalescedRefresh(() => this.refreshTools(name), {
       perSecond: this.loaded.config.limits.catalogRefreshPerSecond,
     });
     this.refreshers.set(name, refresher);
-    const breaker = new CircuitBreaker({ failures: ucfg.circuitBreaker.failures, openMs: ucfg.circuitBreaker.openMs });
+    const breaker = new CircuitBreaker({
+      failures: ucfg.circuitBreaker.failures,
+      openMs: ucfg.circuitBreaker.openMs,
+      onChange: (state, previous) => {
+        this.metrics.breaker(name, state);
+        this.logger[state === 'open' ? 'warn' : 'info']({ upstream: name, state, previous }, 'circuit breaker changed');
+      },
+    });
     const queue = new AdmissionQueue({
       upstream: name,
       ...(ucfg.rateLimit ? { rate: ucfg.rateLimit } : {}),
@@ -276,13 +332,18 @@ export class Bus {
     }));
   }
 
+  /** Tool calls running now (what a drain waits for). */
+  get callsInFlight(): number {
+    return this.runner?.inFlight.size ?? 0;
+  }
+
   get ready(): boolean {
     return [...this.runtimes.values()].every((r) => r.connection.state === 'ready');
   }
 
   /** What the dashboard shows. Lease scopes hold argument values: only an admin sees them in clear. */
-  snapshot(admin: boolean): Promise<Record<string, unknown>> {
-    return dashboardSnapshot(
+  async snapshot(admin: boolean): Promise<Record<string, unknown>> {
+    const snap = await dashboardSnapshot(
       {
         replicaId: this.replicaId,
         store: this.store,
@@ -296,6 +357,20 @@ export class Bus {
       },
       admin,
     );
+    // Over-time series and each upstream's own last words (observe/timeline.ts, observe/upstream-trail.ts). Its
+    // stderr may echo argument values, so like lease scopes it is shown to an admin only.
+    const names = [...this.runtimes.keys()];
+    const upstreams = (snap.upstreams as Record<string, unknown>[]).map((u) => {
+      const trail = this.trails.get(String(u.name));
+      const lastCall = this.timeline.lastError(String(u.name));
+      return {
+        ...u,
+        lastError: trail.lastError ?? null,
+        lastCallError: lastCall ?? null,
+        ...(admin ? { stderr: trail.stderr.slice(-5) } : {}),
+      };
+    });
+    return { ...snap, version: toolbusVersion(), upstreams, timeline: this.timeline.view(names) };
   }
 
   private watchSecrets(): void {
@@ -363,12 +438,28 @@ export class Bus {
     this.stopping = true;
     process.off('SIGHUP', this.onSighup);
     clearInterval(this.storeProbe);
+    clearInterval(this.sampler);
     clearTimeout(this.reloadTimer);
     for (const w of this.watchers) w.close();
     for (const r of this.refreshers.values()) r.stop();
-    await this.front?.close();
+    const inFlight = () => this.runner?.inFlight.size ?? 0;
+    await this.front?.close(this.loaded.config.server.shutdownGraceMs, inFlight);
+    const cut = [...(this.runner?.inFlight.values() ?? [])].map((c) => ({ agent: c.agent, tool: c.tool }));
+    if (cut.length > 0) this.logger.warn({ calls: cut }, 'shutdown grace ran out: cutting the calls still in flight');
     for (const r of this.runtimes.values()) r.queue.close();
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.close().catch(() => {})));
+    // A cut call settles (outcome, audit record) once its upstream is gone; the store stays open until it has.
+    for (let i = 0; i < 80 && inFlight() > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await this.tracer?.shutdown().catch(() => {});
     await this.store?.close().catch(() => {});
   }
+}
+
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE')
+    return new Error(`cannot listen on ${host}:${port}: the port is in use (pick another with --port or server.port)`);
+  if (code === 'EACCES') return new Error(`cannot listen on ${host}:${port}: permission denied`);
+  if (code === 'EADDRNOTAVAIL') return new Error(`cannot listen on ${host}:${port}: no such address on this machine`);
+  return err instanceof Error ? err : new Error(String(err));
 }

@@ -77,6 +77,8 @@ export class HttpFront {
   private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly guard: ReturnType<typeof originGuard>;
+  /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
+  private draining = false;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
@@ -118,17 +120,19 @@ export class HttpFront {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Drains, then closes: stops accepting connections, refuses new requests on open ones (503), waits until `busy()`
+   * says no call is in flight or `graceMs` passes, then ends every session and connection (cutting what is left).
+   */
+  async close(graceMs = 2000, busy: () => number = () => 0): Promise<void> {
     clearInterval(this.sweeper);
-    this.sessions.clear();
+    this.draining = true;
+    this.server.close();
     this.server.closeIdleConnections();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      setTimeout(() => {
-        this.server.closeAllConnections();
-        resolve();
-      }, 2000).unref();
-    });
+    const until = Date.now() + graceMs;
+    while (busy() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+    this.sessions.clear();
+    this.server.closeAllConnections();
   }
 
   /** Sends a notification to every open session stream (e.g. notifications/tools/list_changed). */
@@ -178,6 +182,14 @@ export class HttpFront {
       }
     }
     if (path === '/mcp') {
+      if (this.draining) {
+        this.opts.logger.info({ method: req.method }, 'request refused: the bus is shutting down');
+        this.sendJson(res, 503, rpcError(null, LIMIT_EXCEEDED, 'toolbus is shutting down; retry shortly'), {
+          'retry-after': '1',
+          connection: 'close',
+        });
+        return undefined;
+      }
       // Static tokens answer synchronously; only a JWT costs a promise.
       const outcome = this.opts.auth.authenticate(req.headers.authorization);
       if (outcome instanceof Promise) return outcome.then((o) => this.serveMcp(req, res, o));

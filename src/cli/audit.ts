@@ -26,7 +26,7 @@ export async function runAudit(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
-  const { config } = loadConfig(defaultConfigPath(values.config));
+  const { config } = loadConfig(defaultConfigPath(values.config), process.env, { secretsOptional: true });
   const store = await createStore(config.store, { replicaId: 'audit-cli', readonly: true });
   try {
     const entries = await store.queryAudit({
