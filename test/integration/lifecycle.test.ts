@@ -149,9 +149,10 @@ describe('operating the bus: drain, busy port, restart', () => {
       bus = await startBusWithConfig(file, { cwd: dir, args: ['--port', String(port)] });
       assert.equal(bus.port, port);
       for (const text of ['after', 'and after']) {
-        const r = (await client.callTool({ name: 'lab__echo', arguments: { text } }, undefined, {
-          timeout: 15_000,
-        })) as TextResult;
+        const r = (await client.callTool(
+          { name: 'lab__echo', arguments: { text } },
+          { timeout: 15_000 },
+        )) as TextResult;
         assert.equal(r.content[0]?.text, text);
       }
       const { tools } = await client.listTools(undefined, { timeout: 15_000 });
