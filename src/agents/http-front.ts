@@ -9,6 +9,7 @@ import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Limits } from '../config/schema.js';
+import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
@@ -340,6 +341,7 @@ export class HttpFront {
     }
     let session = this.sessionFor(req, res, agent);
     if (session === undefined) return;
+    carryTraceHeaders(messages, req.headers.traceparent, req.headers.tracestate);
 
     // Each entry is a request to run, or a reply already decided (an id the bus cannot echo back safely).
     const entries: (JsonRpcMessage | Reply)[] = [];

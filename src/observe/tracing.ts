@@ -325,3 +325,27 @@ export class Tracer {
     await this.flush();
   }
 }
+
+/**
+ * An agent may send its trace context as HTTP headers instead of in `_meta`: each tools/call of the request that has
+ * no `_meta.traceparent` of its own gets the (valid) header values there, where the runner and the upstream read it.
+ */
+export function carryTraceHeaders(
+  messages: readonly { method?: unknown; params?: Record<string, unknown> }[],
+  traceparent: unknown,
+  tracestate: unknown,
+): void {
+  if (typeof traceparent !== 'string' || !parseTraceparent(traceparent)) return;
+  for (const m of messages) {
+    const params = m.params;
+    if (m.method !== 'tools/call' || params === null || typeof params !== 'object' || Array.isArray(params)) continue;
+    const meta = params._meta;
+    if (meta !== undefined && (meta === null || typeof meta !== 'object' || Array.isArray(meta))) continue;
+    if ((meta as Record<string, unknown> | undefined)?.traceparent !== undefined) continue;
+    params._meta = {
+      ...(meta as Record<string, unknown> | undefined),
+      traceparent,
+      ...(typeof tracestate === 'string' && tracestate.length <= 512 ? { tracestate } : {}),
+    };
+  }
+}
