@@ -83,6 +83,9 @@ export interface TimelineOptions {
   now?: () => number;
 }
 
+/** A lease phase longer than this was a wait for another holder, not just the store round trip. */
+const LEASE_WAIT_MS = 5;
+
 const OK_OUTCOMES = new Set(['ok', 'replayed', 'joined']);
 
 export class Timeline {
@@ -132,7 +135,8 @@ export class Timeline {
       b.calls++;
       if (!ok) b.errors++;
       b.hist[bucketOf(call.durationMs)]!++;
-      if (call.leaseWaitMs > 0) {
+      // Taking a free lease costs a store round trip; only a real wait counts.
+      if (call.leaseWaitMs >= LEASE_WAIT_MS) {
         b.leaseWaits++;
         b.leaseWaitMs += call.leaseWaitMs;
       }
