@@ -39,6 +39,13 @@ describe('operating the bus: drain, busy port, restart', () => {
     await waitFor(async () => (await fetch(`${bus.url.replace('/mcp', '')}/metrics`)).ok, 2000, 'metrics');
     await new Promise((r) => setTimeout(r, 400));
     const exited = bus.stop();
+    await new Promise((r) => setTimeout(r, 300));
+    // While it drains, new work is turned away: the listener is closed, or an open connection gets 503.
+    const late = await post(bus.url, 'ops-agent-token-1', { jsonrpc: '2.0', id: 9, method: 'tools/list' }).then(
+      (r) => r.status,
+      () => 'refused',
+    );
+    assert.ok(late === 503 || late === 'refused', `late request got ${late}`);
     const result = await call;
     assert.equal(result.isError, undefined, JSON.stringify(result));
     assert.match(result.content?.[0]?.text ?? '', /"tag":"drained"/);
@@ -68,6 +75,47 @@ describe('operating the bus: drain, busy port, restart', () => {
     );
     // The per-call log line records how the cut call ended (nothing was lost silently).
     assert.match(bus.stderr(), /"agent":"ops","tool":"lab__slow".*"outcome":"upstream_unavailable".*"msg":"call"/);
+  });
+
+  it('a circuit breaker change is logged and counted, and each call has one log line without argument values', async () => {
+    const dir = tempDir();
+    const bus = await startBus(
+      `
+store: { kind: memory }
+agents: [{ id: ops, token: "ops-agent-token-1" }]
+upstreams:
+  lab:
+    command: ${process.execPath}
+    args: [${LAB_SERVER}]
+    circuitBreaker: { failures: 1, openMs: 60000 }
+    restart: { initialDelayMs: 100, maxDelayMs: 200 }
+    tools:
+      echo: { kind: read }
+      crash: { kind: write, idempotency: off, lease: [] }
+`,
+      { cwd: dir },
+    );
+    try {
+      const agent = new AgentClient(bus.url, 'ops-agent-token-1');
+      await agent.call('lab__echo', { text: 'argument-value-never-logged' });
+      await agent.call('lab__crash', {});
+      const metrics = async () => (await fetch(bus.url.replace('/mcp', '/metrics'))).text();
+      await waitFor(
+        async () => /toolbus_circuit_breaker_transitions_total\{upstream="lab",state="open"\} 1/.test(await metrics()),
+        5000,
+        'breaker transition counted',
+      );
+      assert.match(await metrics(), /toolbus_circuit_breaker_open\{upstream="lab"\} 1/);
+      assert.match(await metrics(), /toolbus_agent_calls_total\{agent="ops",outcome="ok"\} 1/);
+      assert.match(bus.stderr(), /"upstream":"lab","state":"open","previous":"closed","msg":"circuit breaker changed"/);
+      assert.match(
+        bus.stderr(),
+        /"agent":"ops","tool":"lab__echo","upstream":"lab","outcome":"ok","durationMs":\d+,"keyPresent":false,"bytes":\d+,"msg":"call"/,
+      );
+      assert.ok(!bus.stderr().includes('argument-value-never-logged'));
+    } finally {
+      await bus.stop();
+    }
   });
 
   it('a port in use exits non-zero with a clear message and leaves no upstream running', async () => {
