@@ -110,7 +110,7 @@ upstreams:
       assert.match(bus.stderr(), /"upstream":"lab","state":"open","previous":"closed","msg":"circuit breaker changed"/);
       assert.match(
         bus.stderr(),
-        /"agent":"ops","tool":"lab__echo","upstream":"lab","outcome":"ok","durationMs":\d+,"keyPresent":false,"bytes":\d+,"msg":"call"/,
+        /"agent":"ops","tool":"lab__echo","upstream":"lab","outcome":"ok","durationMs":\d+,(?:"\w+WaitMs":\d+,)*"keyPresent":false,"bytes":\d+,"msg":"call"/,
       );
       assert.ok(!bus.stderr().includes('argument-value-never-logged'));
     } finally {
