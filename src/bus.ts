@@ -17,6 +17,7 @@ import { type LoadedConfig, loadConfig } from './config/load.js';
 import type { Config, UpstreamConfig } from './config/schema.js';
 import { adminRoutes } from './dashboard/routes.js';
 import { dashboardSnapshot } from './dashboard/snapshot.js';
+import { describeConfigChange, isNoChange } from './observe/config-diff.js';
 import { createLogger } from './observe/log.js';
 import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
@@ -406,6 +407,8 @@ export class Bus {
       return;
     }
     const prev = this.loaded;
+    const change = describeConfigChange(prev.config, next.config);
+    this.logger.info({ reason, ...change }, isNoChange(change) ? 'config reloaded: no change' : 'config reloaded');
     this.loaded = next;
     this.redactor.add(next.secrets);
     this.agents.replace(next.config.agents);

@@ -118,6 +118,36 @@ upstreams:
     }
   });
 
+  it('a reload logs what changed, by name only', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'toolbus.yaml');
+    writeFileSync(file, labYaml(dir));
+    const bus = await startBusWithConfig(file, { cwd: dir });
+    try {
+      writeFileSync(
+        file,
+        labYaml(dir).replace(
+          'agents: [{ id: ops, token: "ops-agent-token-1" }]',
+          'agents: [{ id: ops, token: "ops-agent-token-2" }, { id: added, token: "added-agent-token-1" }]',
+        ),
+      );
+      bus.child.kill('SIGHUP');
+      await waitFor(() => bus.stderr().includes('"msg":"config reloaded"'), 5000, 'reload line');
+      const line = bus
+        .stderr()
+        .split('\n')
+        .find((l) => l.includes('"msg":"config reloaded"'))!;
+      const rec = JSON.parse(line) as Record<string, unknown>;
+      assert.equal(rec.reason, 'SIGHUP');
+      assert.deepEqual(rec.agentsAdded, ['added']);
+      assert.deepEqual(rec.agentsChanged, ['ops']);
+      assert.deepEqual(rec.upstreamsChanged, []);
+      assert.ok(!line.includes('ops-agent-token'), 'no values in the line');
+    } finally {
+      await bus.stop();
+    }
+  });
+
   it('a port in use exits non-zero with a clear message and leaves no upstream running', async () => {
     const dir = tempDir();
     const blocker: Server = createServer();
