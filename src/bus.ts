@@ -368,6 +368,7 @@ export class Bus {
         ...u,
         lastError: trail.lastError ?? null,
         lastCallError: lastCall ?? null,
+        rateLimit: this.loaded.config.upstreams[String(u.name)]?.rateLimit ?? null,
         ...(admin ? { stderr: trail.stderr.slice(-5) } : {}),
       };
     });

@@ -39,12 +39,13 @@ const PHASE={lease:'waiting for a lease',queue:'queued for the upstream',upstrea
 function niceMax(v){if(!(v>0))return 1;const p=Math.pow(10,Math.floor(Math.log10(v)));for(const m of [1,2,2.5,5,10])if(m*p>=v)return m*p;return 10*p}
 function fmt(v,unit){if(v==null)return '–';if(unit==='ms')return v>=1000?(v/1000).toFixed(v>=10000?0:1)+' s':(v>=10?Math.round(v):v.toFixed(1))+' ms';return v>=100?Math.round(v):Math.round(v*100)/100}
 // One chart: a polyline per series over the window; a null value breaks the line (no calls, no latency).
-function chart(kind,title,series,pts,unit,bucketMs){
+function chart(kind,title,series,pts,unit,bucketMs,ref){
   const W=320,H=120,L=48,R=6,T=8,B=16,n=pts.length;
   let peak=0;for(const s of series)for(const p of pts){const v=p[s.key];if(v!=null&&v>peak)peak=v}
-  const max=niceMax(peak);const x=i=>L+(n<2?0:i*(W-L-R)/(n-1));const y=v=>T+(H-T-B)*(1-v/max);
+  const max=niceMax(Math.max(peak,ref?ref.value:0));const x=i=>L+(n<2?0:i*(W-L-R)/(n-1));const y=v=>T+(H-T-B)*(1-v/max);
   let body='';
   for(const f of [0,.5,1]){const yy=y(max*f);body+='<line x1="'+L+'" x2="'+(W-R)+'" y1="'+yy+'" y2="'+yy+'" stroke="#eaeef2"/><text x="'+(L-3)+'" y="'+(yy+3)+'" text-anchor="end">'+esc(fmt(max*f,unit))+'</text>'}
+  if(ref){const yy=y(ref.value);body+='<line data-ref="budget" x1="'+L+'" x2="'+(W-R)+'" y1="'+yy+'" y2="'+yy+'" stroke="#cf222e" stroke-dasharray="4 3"/><text x="'+(W-R)+'" y="'+(yy-3)+'" text-anchor="end">'+esc(ref.label)+'</text>'}
   const mins=Math.round(n*bucketMs/60000);
   body+='<text x="'+L+'" y="'+(H-3)+'">−'+mins+' min</text><text x="'+(W-R)+'" y="'+(H-3)+'" text-anchor="end">now</text>';
   for(const s of series){let d='',pen=false;pts.forEach((p,i)=>{const v=p[s.key];if(v==null){pen=false;return}d+=(pen?'L':'M')+x(i).toFixed(1)+' '+y(v).toFixed(1)+' ';pen=true});
@@ -59,9 +60,11 @@ function drawCharts(d){
   const first=Object.values(tl.upstreams)[0];document.getElementById('window').textContent=Math.round((first?first.length:0)*tl.bucketMs/60000)+' minutes';
   const box=document.getElementById('charts');
   const html=d.upstreams.map(u=>{const pts=tl.upstreams[u.name]||[];
+    const lastRate=pts.length>1?pts[pts.length-2].rate:0;const rl=u.rateLimit;
+    const budget=rl?' · <span class="budget">budget '+esc(fmt(lastRate,''))+' of '+esc(rl.perSecond)+'/s ('+Math.round(100*lastRate/rl.perSecond)+'%)</span>':'';
     const st='<span class="'+(u.state==='ready'?'ok':u.state==='needs_login'?'warn':'bad')+'">'+esc(u.state)+'</span>';
-    return '<section class="upstream-charts" data-upstream="'+esc(u.name)+'"><h3>'+esc(u.name)+' · '+st+' · breaker '+esc(u.breaker)+' · restarts '+esc(u.restarts??0)+(u.state==='needs_login'?' · <b class="warn">needs login</b>':'')+'</h3><div class="row">'+
-      chart('rate','calls/s',[{key:'rate',label:'calls/s',color:'#0969da',fill:true},{key:'errorRate',label:'errors/s',color:'#cf222e'}],pts.map(p=>({...p,errorRate:p.calls?p.rate*p.errors/p.calls:0})),'',tl.bucketMs)+
+    return '<section class="upstream-charts" data-upstream="'+esc(u.name)+'"><h3>'+esc(u.name)+' · '+st+' · breaker '+esc(u.breaker)+' · restarts '+esc(u.restarts??0)+budget+(u.state==='needs_login'?' · <b class="warn">needs login</b>':'')+'</h3><div class="row">'+
+      chart('rate','calls/s',[{key:'rate',label:'calls/s',color:'#0969da',fill:true},{key:'errorRate',label:'errors/s',color:'#cf222e'}],pts.map(p=>({...p,errorRate:p.calls?p.rate*p.errors/p.calls:0})),'',tl.bucketMs,rl?{value:rl.perSecond,label:'rate limit '+rl.perSecond+'/s'}:null)+
       chart('latency','latency',[{key:'p50',label:'p50',color:'#1a7f37'},{key:'p99',label:'p99',color:'#bf8700'}],pts,'ms',tl.bucketMs)+
       chart('queue','queue depth and calls in flight',[{key:'queued',label:'queued',color:'#8250df',fill:true},{key:'inFlight',label:'in flight',color:'#0969da'}],pts,'',tl.bucketMs)+
       chart('lease','calls that waited for a lease',[{key:'leaseWaits',label:'lease waits',color:'#cf222e',fill:true}],pts,'',tl.bucketMs)+

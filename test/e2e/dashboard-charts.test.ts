@@ -39,6 +39,7 @@ upstreams:
     args: [${LAB_SERVER}]
     env: { LAB_LOG: ${labLog}, LAB_STATE: ${join(dir, 'lab.json')} }
     maxConcurrency: 2
+    rateLimit: { perSecond: 150, burst: 20 }
     restart: { initialDelayMs: 100, maxDelayMs: 500 }
     tools:
       echo: { kind: read }
@@ -96,6 +97,11 @@ upstreams:
       5000,
       'planner totals with calls and errors',
     );
+    // The rate budget: the limit is drawn on the calls/s chart, and its use is in the header.
+    await page
+      .locator('section[data-upstream="lab"] svg[data-chart="rate"] line[data-ref="budget"]')
+      .waitFor({ state: 'attached', timeout: 5000 });
+    assert.match(await page.locator('section[data-upstream="lab"] h3').innerText(), /budget [\d.]+ of 150\/s \(\d+%\)/);
     if (process.env.TOOLBUS_SCREENSHOT)
       await page.screenshot({ path: resolve(ROOT, process.env.TOOLBUS_SCREENSHOT), fullPage: true });
   });
