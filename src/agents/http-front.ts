@@ -80,6 +80,8 @@ export class HttpFront {
   private readonly guard: ReturnType<typeof originGuard>;
   /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
   private draining = false;
+  /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
+  private openPosts = 0;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
@@ -131,7 +133,7 @@ export class HttpFront {
     this.server.close();
     this.server.closeIdleConnections();
     const until = Date.now() + graceMs;
-    while (busy() > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+    while ((busy() > 0 || this.openPosts > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
     this.sessions.clear();
     this.server.closeAllConnections();
   }
@@ -152,6 +154,10 @@ export class HttpFront {
   /** The request boundary: whatever a handler throws or rejects with ends this request alone. */
   private route(req: IncomingMessage, res: ServerResponse): void {
     req.socket.setTimeout(0);
+    if (req.method === 'POST') {
+      this.openPosts++;
+      res.once('close', () => this.openPosts--);
+    }
     const fail = (err: unknown) => {
       this.opts.logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed at the boundary');
       if (!res.headersSent) this.sendJson(res, 500, rpcError(null, -32603, 'Internal error'), { connection: 'close' });
