@@ -71,16 +71,19 @@ export async function runBridge(opts: BridgeOptions): Promise<void> {
     }
   };
 
-  /** POSTs, retrying while the bus is down (connection refused) for up to retryForMs. */
+  /** POSTs, retrying while the bus is down or draining (refused, 503) for up to retryForMs. */
   const send = async (body: string): Promise<Response> => {
     const until = Date.now() + retryForMs;
     for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
       try {
-        return await fetch(opts.url, { method: 'POST', headers: headers(), body });
+        const res = await fetch(opts.url, { method: 'POST', headers: headers(), body });
+        // 503 from a draining bus: the request was refused before any work, so it is as safe to retry as a refusal.
+        if (res.status !== 503 || Date.now() + delay > until) return res;
+        await res.body?.cancel();
       } catch (err) {
         if (!refused(err) || Date.now() + delay > until) throw err;
-        await new Promise((r) => setTimeout(r, delay));
       }
+      await new Promise((r) => setTimeout(r, delay));
     }
   };
 

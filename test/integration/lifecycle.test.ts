@@ -223,9 +223,26 @@ upstreams:
     try {
       const first = (await client.callTool({ name: 'lab__echo', arguments: { text: 'before' } })) as TextResult;
       assert.equal(first.content[0]?.text, 'before');
-      assert.equal(await bus.stop(), 0);
+      // A call in flight when the bus is told to stop finishes; one sent during the drain is refused (503), retried
+      // by the bridge while the bus is down, and lands on the new bus.
+      const drained = client.callTool(
+        { name: 'lab__slow', arguments: { ms: 1500, tag: 'drain' } },
+        { timeout: 15_000 },
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      const stopping = bus.stop();
+      await new Promise((r) => setTimeout(r, 300));
+      const during = client.callTool(
+        { name: 'lab__echo', arguments: { text: 'sent during the drain' } },
+        {
+          timeout: 15_000,
+        },
+      );
+      assert.equal(await stopping, 0);
       bus = await startBusWithConfig(file, { cwd: dir, args: ['--port', String(port)] });
       assert.equal(bus.port, port);
+      assert.match(((await drained) as TextResult).content[0]?.text ?? '', /"tag":"drain"/);
+      assert.equal(((await during) as TextResult).content[0]?.text, 'sent during the drain');
       for (const text of ['after', 'and after']) {
         const r = (await client.callTool(
           { name: 'lab__echo', arguments: { text } },
