@@ -17,10 +17,14 @@ import { type LoadedConfig, loadConfig } from './config/load.js';
 import type { Config, UpstreamConfig } from './config/schema.js';
 import { adminRoutes } from './dashboard/routes.js';
 import { dashboardSnapshot } from './dashboard/snapshot.js';
+import { describeConfigChange, isNoChange } from './observe/config-diff.js';
 import { createLogger } from './observe/log.js';
 import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
 import { SecretRedactor } from './observe/redact.js';
+import { Timeline } from './observe/timeline.js';
+import { Tracer, tracerOptionsFromEnv } from './observe/tracing.js';
+import { UpstreamTrails } from './observe/upstream-trail.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
 import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
@@ -30,6 +34,7 @@ import { createStore } from './store/index.js';
 import { upstreamAuthFor } from './upstreams/oauth/index.js';
 import { watchSessions } from './upstreams/session-metrics.js';
 import { UpstreamUnit } from './upstreams/upstream-unit.js';
+import { toolbusVersion } from './version.js';
 
 export interface BusOptions {
   host?: string;
@@ -65,6 +70,12 @@ export class Bus {
   readonly redactor: SecretRedactor;
   readonly metrics = new Metrics();
   readonly recent = new RecentEvents();
+  /** The dashboard's charts: the last minutes per upstream and per-agent totals (observe/timeline.ts). */
+  readonly timeline = new Timeline();
+  /** Each upstream's last stderr lines and connection error, for the dashboard. */
+  private readonly trails: UpstreamTrails;
+  private tracer: Tracer | undefined;
+  private sampler: NodeJS.Timeout | undefined;
   readonly catalog = new Catalog();
   readonly agents: AgentTable;
   private readonly auth: Authenticator;
@@ -99,6 +110,11 @@ export class Bus {
     this.logger = createLogger(loaded.config.logging.level, this.redactor, opts.logStream);
     this.agents = new AgentTable(loaded.config.agents);
     this.auth = new Authenticator(this.agents, loaded.config.auth, this.logger);
+    this.trails = new UpstreamTrails({
+      redact: (t) => this.redactor.redact(t),
+      forward: opts.logStream ?? process.stderr,
+      level: loaded.config.logging.level,
+    });
   }
 
   get config(): Config {
@@ -137,7 +153,11 @@ export class Bus {
     }
     for (const [name, ucfg] of Object.entries(cfg.upstreams)) this.addUpstream(name, ucfg);
     this.directory = new UpstreamDirectory(() => this.directoryUpstreams());
-    const runner = createCallRunner(this.services(), this.recent);
+    this.tracer = this.startTracing();
+    const runner = createCallRunner(this.services(), this.recent, {
+      timeline: this.timeline,
+      ...(this.tracer ? { tracer: this.tracer } : {}),
+    });
     this.runner = runner;
     const deps: RpcDeps = {
       catalog: this.catalog,
@@ -205,13 +225,43 @@ export class Bus {
     // Every upstream is tried once before the bus says it is listening; failures keep retrying in the background.
     await Promise.all([...this.runtimes.values()].map((r) => r.connection.start()));
     await Promise.all([...this.refreshers.values()].map((r) => r.runNow()));
-    this.address = await this.front.listen();
+    try {
+      this.address = await this.front.listen();
+    } catch (err) {
+      // Nothing may outlive a failed start: the upstreams already running are stopped before the error surfaces.
+      await this.stop();
+      throw listenError(err, host, this.opts.port ?? cfg.server.port);
+    }
     const shownHost = this.address.host.includes(':') ? `[${this.address.host}]` : this.address.host;
     this.auth.setListenUrl(`http://${shownHost}:${this.address.port}/mcp`);
     this.storeProbe = setInterval(() => this.probeStore(), 1000).unref();
+    this.sampler = setInterval(() => {
+      for (const r of this.runtimes.values()) {
+        const q = r.queue.snapshot();
+        this.timeline.sampleQueue(r.name, q.queued, q.inFlight);
+      }
+    }, 1000).unref();
     this.watchSecrets();
     process.on('SIGHUP', this.onSighup);
     process.on('unhandledRejection', this.onUnhandled);
+  }
+
+  /** OpenTelemetry export, only when the standard OTEL_* variables name an OTLP endpoint. */
+  private startTracing(): Tracer | undefined {
+    const { options, problem } = tracerOptionsFromEnv(process.env, toolbusVersion());
+    if (problem) this.logger.warn({ problem }, 'tracing stays off');
+    if (!options) return undefined;
+    let lastReport = 0;
+    const tracer = new Tracer({
+      ...options,
+      onExportError: (err) => {
+        if (Date.now() - lastReport < 60_000) return;
+        lastReport = Date.now();
+        this.logger.warn({ err: err.message }, 'trace export failed; spans dropped');
+      },
+    });
+    this.logger.info({ endpoint: options.endpoint }, 'tracing on: exporting OTLP/HTTP JSON');
+    return tracer;
   }
 
   private probeStore(): void {
@@ -229,7 +279,7 @@ export class Bus {
   }
 
   private addUpstream(name: string, ucfg: UpstreamConfig): void {
-    const logger = this.logger.child({ upstream: name });
+    const logger = this.trails.loggerFor(name);
     const auth = upstreamAuthFor(name, ucfg, this.store.vault, this.loaded.baseDir, logger, () =>
       this.metrics.upstreamTokenRequests.inc({ upstream: name }),
     );
@@ -266,6 +316,10 @@ export class Bus {
       queue,
       onNotification,
       onRestart: () => this.metrics.restart(name),
+      onBreakerChange: (state, previous) => {
+        this.metrics.breaker(name, state);
+        this.logger[state === 'open' ? 'warn' : 'info']({ upstream: name, state, previous }, 'circuit breaker changed');
+      },
     });
     const { connection } = unit;
     connection.on('state', (state: string) => {
@@ -338,13 +392,18 @@ export class Bus {
     }));
   }
 
+  /** Tool calls running now (what a drain waits for). */
+  get callsInFlight(): number {
+    return this.runner?.inFlight.size ?? 0;
+  }
+
   get ready(): boolean {
     return [...this.runtimes.values()].every((r) => r.connection.state === 'ready');
   }
 
   /** What the dashboard shows. Lease scopes hold argument values: only an admin sees them in clear. */
-  snapshot(admin: boolean): Promise<Record<string, unknown>> {
-    return dashboardSnapshot(
+  async snapshot(admin: boolean): Promise<Record<string, unknown>> {
+    const snap = await dashboardSnapshot(
       {
         replicaId: this.replicaId,
         store: this.store,
@@ -358,6 +417,21 @@ export class Bus {
       },
       admin,
     );
+    // Over-time series and each upstream's own last words (observe/timeline.ts, observe/upstream-trail.ts). Its
+    // stderr may echo argument values, so like lease scopes it is shown to an admin only.
+    const names = [...this.runtimes.keys()];
+    const upstreams = (snap.upstreams as Record<string, unknown>[]).map((u) => {
+      const trail = this.trails.get(String(u.name));
+      const lastCall = this.timeline.lastError(String(u.name));
+      return {
+        ...u,
+        lastError: trail.lastError ?? null,
+        lastCallError: lastCall ?? null,
+        rateLimit: this.loaded.config.upstreams[String(u.name)]?.rateLimit ?? null,
+        ...(admin ? { stderr: trail.stderr.slice(-5) } : {}),
+      };
+    });
+    return { ...snap, version: toolbusVersion(), upstreams, timeline: this.timeline.view(names) };
   }
 
   private watchSecrets(): void {
@@ -412,6 +486,7 @@ export class Bus {
       if (JSON.stringify(prev.config[key]) !== JSON.stringify(next.config[key]))
         changes.push(`${key} changed: takes effect after a restart`);
     }
+    const described = describeConfigChange(prev.config, next.config);
     this.redactor.add(next.secrets);
     const upstreams: Record<string, UpstreamConfig> = { ...next.config.upstreams };
     let failed = 0;
@@ -466,7 +541,8 @@ export class Bus {
     for (const r of this.refreshers.values()) r.request();
     this.front.broadcast('notifications/tools/list_changed');
     this.watchSecrets();
-    this.logger.info({ reason, changes }, changes.length > 0 ? 'config reloaded' : 'config reloaded: nothing changed');
+    const nothing = changes.length === 0 && isNoChange(described);
+    this.logger.info({ reason, ...described, changes }, nothing ? 'config reloaded: no change' : 'config reloaded');
     if (failed > 0) {
       // A failed rotation is tried again: the file already says what it should be.
       this.retryReloadTimer = setTimeout(() => void this.reloadSecrets('retry after a failed upstream change'), 5000);
@@ -481,13 +557,29 @@ export class Bus {
     process.off('SIGHUP', this.onSighup);
     process.off('unhandledRejection', this.onUnhandled);
     clearInterval(this.storeProbe);
+    clearInterval(this.sampler);
     clearTimeout(this.reloadTimer);
     clearTimeout(this.retryReloadTimer);
     for (const w of this.watchers) w.close();
     for (const r of this.refreshers.values()) r.stop();
-    await this.front?.close();
+    const inFlight = () => this.runner?.inFlight.size ?? 0;
+    await this.front?.close(this.loaded.config.server.shutdownGraceMs, inFlight);
+    const cut = [...(this.runner?.inFlight.values() ?? [])].map((c) => ({ agent: c.agent, tool: c.tool }));
+    if (cut.length > 0) this.logger.warn({ calls: cut }, 'shutdown grace ran out: cutting the calls still in flight');
     for (const r of this.runtimes.values()) r.queue.close();
     await Promise.all([...this.runtimes.values()].map((r) => r.close().catch(() => {})));
+    // A cut call settles (outcome, audit record) once its upstream is gone; the store stays open until it has.
+    for (let i = 0; i < 80 && inFlight() > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    await this.tracer?.shutdown().catch(() => {});
     await this.store?.close().catch(() => {});
   }
+}
+
+function listenError(err: unknown, host: string, port: number): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'EADDRINUSE')
+    return new Error(`cannot listen on ${host}:${port}: the port is in use (pick another with --port or server.port)`);
+  if (code === 'EACCES') return new Error(`cannot listen on ${host}:${port}: permission denied`);
+  if (code === 'EADDRNOTAVAIL') return new Error(`cannot listen on ${host}:${port}: no such address on this machine`);
+  return err instanceof Error ? err : new Error(String(err));
 }

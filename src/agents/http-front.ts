@@ -9,6 +9,7 @@ import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Limits } from '../config/schema.js';
+import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
@@ -90,6 +91,10 @@ export class HttpFront {
   /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
   private readonly asks = new Map<string, { agentId: string; settle: (reply: JsonRpcMessage) => void }>();
   private askSeq = 0;
+  /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
+  private draining = false;
+  /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
+  private openPosts = 0;
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
@@ -136,17 +141,19 @@ export class HttpFront {
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Drains, then closes: stops accepting connections, refuses new requests on open ones (503), waits until `busy()`
+   * says no call is in flight or `graceMs` passes, then ends every session and connection (cutting what is left).
+   */
+  async close(graceMs = 2000, busy: () => number = () => 0): Promise<void> {
     clearInterval(this.sweeper);
-    this.sessions.clear();
+    this.draining = true;
+    this.server.close();
     this.server.closeIdleConnections();
-    await new Promise<void>((resolve) => {
-      this.server.close(() => resolve());
-      setTimeout(() => {
-        this.server.closeAllConnections();
-        resolve();
-      }, 2000).unref();
-    });
+    const until = Date.now() + graceMs;
+    while ((busy() > 0 || this.openPosts > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
+    this.sessions.clear();
+    this.server.closeAllConnections();
   }
 
   /** A live reload changed the limits: per-request caps apply from the next request on. */
@@ -213,6 +220,10 @@ export class HttpFront {
   /** The request boundary: whatever a handler throws or rejects with ends this request alone. */
   private route(req: IncomingMessage, res: ServerResponse): void {
     req.socket.setTimeout(0);
+    if (req.method === 'POST') {
+      this.openPosts++;
+      res.once('close', () => this.openPosts--);
+    }
     const fail = (err: unknown) => {
       this.opts.logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed at the boundary');
       if (!res.headersSent) this.sendJson(res, 500, rpcError(null, -32603, 'Internal error'), { connection: 'close' });
@@ -244,6 +255,14 @@ export class HttpFront {
       }
     }
     if (path === '/mcp' || path.startsWith('/mcp/')) {
+      if (this.draining) {
+        this.opts.logger.info({ method: req.method }, 'request refused: the bus is shutting down');
+        this.sendJson(res, 503, rpcError(null, LIMIT_EXCEEDED, 'toolbus is shutting down; retry shortly'), {
+          'retry-after': '1',
+          connection: 'close',
+        });
+        return undefined;
+      }
       // /mcp/{upstream} serves one upstream under its own names; same authentication, allow-lists and pipeline.
       const endpoint = path === '/mcp' ? undefined : decodeURIComponent(path.slice(5));
       if (endpoint !== undefined && !this.opts.hasUpstream(endpoint)) {
@@ -416,6 +435,7 @@ export class HttpFront {
     }
     let session = this.sessionFor(req, res, agent, endpoint);
     if (session === undefined) return;
+    carryTraceHeaders(messages, req.headers.traceparent, req.headers.tracestate);
 
     // Each entry is a request to run, or a reply already decided (an id the bus cannot echo back safely).
     const entries: (JsonRpcMessage | Reply)[] = [];

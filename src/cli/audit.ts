@@ -1,4 +1,5 @@
 // toolbus audit: the write audit trail from the store (read-only; works while a bus runs).
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/load.js';
 import { createStore } from '../store/index.js';
@@ -26,7 +27,12 @@ export async function runAudit(argv: string[]): Promise<number> {
       json: { type: 'boolean', default: false },
     },
   });
-  const { config } = loadConfig(defaultConfigPath(values.config));
+  const { config } = loadConfig(defaultConfigPath(values.config), process.env, { secretsOptional: true });
+  // No bus has run from this config yet: nothing to show, and nothing to create by looking.
+  if (config.store.kind === 'sqlite' && !existsSync(config.store.path)) {
+    if (!values.json) process.stdout.write(`0 record(s) (no state file at ${config.store.path} yet)\n`);
+    return 0;
+  }
   const store = await createStore(config.store, { replicaId: 'audit-cli', readonly: true });
   try {
     const entries = await store.queryAudit({

@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { isUnspecifiedAddress } from '../agents/hosts.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfigPath } from './config-path.js';
+import { runningUrl } from './run-file.js';
 
 export async function runClientConfig(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -19,7 +20,9 @@ export async function runClientConfig(argv: string[]): Promise<number> {
     process.stderr.write('client-config needs --agent ID\n');
     return 2;
   }
-  const { config } = loadConfig(defaultConfigPath(values.config));
+  const file = defaultConfigPath(values.config);
+  // Only ids and the address are read: the config's secrets need not be set where this runs.
+  const { config } = loadConfig(file, process.env, { secretsOptional: true });
   if (!config.agents.some((a) => a.id === values.agent)) {
     process.stderr.write(
       `no agent ${values.agent} in the config (agents: ${config.agents.map((a) => a.id).join(', ')})\n`,
@@ -27,7 +30,7 @@ export async function runClientConfig(argv: string[]): Promise<number> {
     return 2;
   }
   const host = isUnspecifiedAddress(config.server.host) ? '127.0.0.1' : config.server.host;
-  const url = values.url ?? `http://${host}:${config.server.port}/mcp`;
+  const url = values.url ?? runningUrl(file) ?? `http://${host}:${config.server.port}/mcp`;
   const envName = `TOOLBUS_TOKEN_${values.agent.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
   const entry = {
     mcpServers: {

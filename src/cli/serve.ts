@@ -1,9 +1,11 @@
-// toolbus serve: load the config, start the bus, print the one "listening" line, stop cleanly on SIGINT/SIGTERM.
+// toolbus serve: load the config, start the bus, print the one "listening" line, drain and stop on SIGINT/SIGTERM.
+import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Bus } from '../bus.js';
 import { ConfigError, type LoadedConfig, loadConfig } from '../config/load.js';
 import { defaultConfigPath } from './config-path.js';
-import { prepareDemoSecrets } from './demo.js';
+import { announceDemoToken, type DemoSecrets, prepareDemoSecrets } from './demo.js';
+import { writeRunFile } from './run-file.js';
 
 export async function runServe(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -16,7 +18,8 @@ export async function runServe(argv: string[]): Promise<number> {
     },
   });
   const file = defaultConfigPath(values.config);
-  if (values.demo) prepareDemoSecrets();
+  let demo: DemoSecrets | undefined;
+  if (values.demo) demo = prepareDemoSecrets(dirname(resolve(file)));
   let loaded: LoadedConfig;
   try {
     loaded = loadConfig(file);
@@ -27,6 +30,7 @@ export async function runServe(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  if (demo) announceDemoToken(demo, loaded.config);
   const port = values.port === undefined ? undefined : Number(values.port);
   if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
     process.stderr.write(`--port must be an integer from 0 to 65535\n`);
@@ -37,14 +41,23 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(port !== undefined ? { port } : {}),
   });
   const host = bus.address.host.includes(':') ? `[${bus.address.host}]` : bus.address.host;
-  process.stdout.write(`toolbus listening on http://${host}:${bus.address.port}/mcp\n`);
-  await new Promise<void>((resolve) => {
+  const url = `http://${host}:${bus.address.port}/mcp`;
+  const removeRunFile = writeRunFile(file, url);
+  process.stdout.write(`toolbus listening on ${url}\n`);
+  await new Promise<void>((done) => {
     const stop = (signal: string) => {
-      bus.logger.info({ signal }, 'stopping');
-      void bus.stop().then(resolve);
+      bus.logger.info(
+        { signal, inFlight: bus.callsInFlight, graceMs: bus.config.server.shutdownGraceMs },
+        'stopping: draining calls in flight',
+      );
+      // A second signal means "now": the operator does not want to wait for the grace period.
+      process.once(signal, () => process.exit(130));
+      void bus.stop().then(done);
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  removeRunFile();
+  bus.logger.info('stopped');
   return 0;
 }

@@ -19,7 +19,7 @@ export interface LoadedConfig {
   config: Config;
   /** The file it came from (absolute), or null for inline text. */
   path: string | null;
-  /** Directory relative paths in the config are resolved against. */
+  /** Directory relative `${file:}` references are resolved against: the config file's own (cwd for inline text). */
   baseDir: string;
   /** Values that came from references: never to be logged or returned. */
   secrets: string[];
@@ -35,13 +35,19 @@ interface RefContext {
   secrets: Set<string>;
   files: Set<string>;
   problems: string[];
+  /** Commands that need no secret (client-config, audit) read a config whose secrets are not set. */
+  secretsOptional: boolean;
 }
+
+/** Stands in for a reference that could not be resolved when secrets are optional; long enough for any min length. */
+const UNRESOLVED = 'unresolved-reference-placeholder-0000000000000000';
 
 function resolveString(value: string, path: string, ctx: RefContext): string {
   return value.replace(REF, (_all, kind: string, name: string) => {
     if (kind === 'env') {
       const v = ctx.env[name];
       if (v === undefined) {
+        if (ctx.secretsOptional) return UNRESOLVED;
         ctx.problems.push(`${path}: environment variable ${name} is not set`);
         return '';
       }
@@ -55,6 +61,7 @@ function resolveString(value: string, path: string, ctx: RefContext): string {
       if (v.length > 0) ctx.secrets.add(v);
       return v;
     } catch (err) {
+      if (ctx.secretsOptional) return UNRESOLVED;
       const code = (err as NodeJS.ErrnoException).code ?? 'error';
       ctx.problems.push(`${path}: cannot read secret file ${name} (${code})`);
       return '';
@@ -137,7 +144,7 @@ function crossCheck(config: Config): string[] {
 
 export function parseConfig(
   text: string,
-  opts: { path?: string | null; env?: NodeJS.ProcessEnv; baseDir?: string } = {},
+  opts: { path?: string | null; env?: NodeJS.ProcessEnv; baseDir?: string; secretsOptional?: boolean } = {},
 ): LoadedConfig {
   const path = opts.path ? resolve(opts.path) : null;
   const baseDir = opts.baseDir ?? (path ? dirname(path) : process.cwd());
@@ -154,6 +161,7 @@ export function parseConfig(
     secrets: new Set(),
     files: new Set(),
     problems: [],
+    secretsOptional: opts.secretsOptional === true,
   };
   const resolved = resolveRefs(raw, '', ctx);
   const parsed = ConfigSchema.safeParse(resolved);
@@ -173,12 +181,18 @@ export function parseConfig(
   };
 }
 
-export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+export function loadConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { secretsOptional?: boolean } = {},
+): LoadedConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError([`cannot read config file ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`]);
   }
-  return parseConfig(text, { path: file, env, baseDir: process.cwd() });
+  // `${file:}` references resolve next to the config file, so a config and its secrets can be moved together and
+  // a copied config works from any working directory.
+  return parseConfig(text, { path: file, env, ...opts });
 }

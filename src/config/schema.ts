@@ -162,6 +162,8 @@ export const ConfigSchema = z.strictObject({
       sessionIdleMs: positiveInt.default(5 * 60_000),
       /** Bearer token for the dashboard API; required when the bus binds a non-loopback address. */
       adminToken: z.string().min(16).optional(),
+      /** On SIGTERM, calls in flight get this long to finish before they are cut (and their outcome recorded). */
+      shutdownGraceMs: nonNegativeInt.default(10_000),
     })
     .default({
       host: '127.0.0.1',
@@ -171,6 +173,7 @@ export const ConfigSchema = z.strictObject({
       maxBodyBytes: 4 * 1024 * 1024,
       dashboard: true,
       sessionIdleMs: 5 * 60_000,
+      shutdownGraceMs: 10_000,
     }),
   limits: LimitsSchema.default(limitDefaults),
   store: StoreSchema.default({ kind: 'sqlite', path: '.toolbus/state.db' }),

@@ -98,6 +98,25 @@ export class Metrics {
     },
   });
 
+  private readonly agentCalls = new Counter({
+    name: 'toolbus_agent_calls_total',
+    help: 'Tool calls by agent and outcome',
+    labelNames: ['agent', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  private readonly breakerTransitions = new Counter({
+    name: 'toolbus_circuit_breaker_transitions_total',
+    help: 'Circuit breaker state changes, by upstream and the state entered',
+    labelNames: ['upstream', 'state'] as const,
+    registers: [this.registry],
+  });
+  private readonly breakerState = new Gauge({
+    name: 'toolbus_circuit_breaker_open',
+    help: 'Circuit breaker state by upstream: 0 closed, 0.5 half-open, 1 open',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
@@ -137,6 +156,13 @@ export class Metrics {
     this.calls.inc({ tool, outcome });
     this.latency.observe({ tool }, seconds);
     if (outcome === 'idempotency_mismatch') this.mismatches.inc({ tool });
+  }
+  agentCall(agent: string, outcome: string): void {
+    this.agentCalls.inc({ agent, outcome });
+  }
+  breaker(upstream: string, state: 'closed' | 'open' | 'half-open'): void {
+    this.breakerTransitions.inc({ upstream, state });
+    this.breakerState.set({ upstream }, state === 'open' ? 1 : state === 'half-open' ? 0.5 : 0);
   }
   replay(tool: string): void {
     this.replays.inc({ tool });

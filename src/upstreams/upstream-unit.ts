@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AdmissionQueue } from '../pipeline/fair-queue.js';
-import { CircuitBreaker } from './circuit-breaker.js';
+import { type BreakerState, CircuitBreaker } from './circuit-breaker.js';
 import { UpstreamConnection, type UpstreamState } from './connection.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { configForSession, ensureSessionCwd, LISTING_KEY, sharingProblems } from './session-config.js';
@@ -40,6 +40,8 @@ export interface UpstreamUnitOptions {
   onNotification: (method: string, params?: Record<string, unknown>) => void;
   /** A session's connection restarted (supervision). */
   onRestart: () => void;
+  /** A circuit breaker of this upstream changed state (logged and counted by the bus). */
+  onBreakerChange?: (state: BreakerState, previous: BreakerState) => void;
   now?: () => number;
 }
 
@@ -193,7 +195,11 @@ export class UpstreamUnit {
   }
 
   private newBreaker(): CircuitBreaker {
-    return new CircuitBreaker({ failures: this.cfg.circuitBreaker.failures, openMs: this.cfg.circuitBreaker.openMs });
+    return new CircuitBreaker({
+      failures: this.cfg.circuitBreaker.failures,
+      openMs: this.cfg.circuitBreaker.openMs,
+      ...(this.opts.onBreakerChange ? { onChange: this.opts.onBreakerChange } : {}),
+    });
   }
 
   start(): Promise<void> {

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
+import { maskScope } from '../../src/dashboard/snapshot.js';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { labStarts } from '../helpers/lab.js';
 import { AgentClient } from '../helpers/mcp-http.js';
@@ -97,9 +98,10 @@ upstreams:
       tag: 'board',
       idempotency_key: 'dash-wait-0001',
     });
-    // Row cells: scope, holder, fencing token, waiters.
+    // Row cells: scope, holder, fencing token, waiters. A viewer without the admin token sees the scope masked.
+    const board = maskScope('lab:s:board');
     const boardRow = async () =>
-      (await cells('leases')).map((r) => r.split('\t').map((c) => c.trim())).find((c) => c[0] === 'lab:s:board');
+      (await cells('leases')).map((r) => r.split('\t').map((c) => c.trim())).find((c) => c[0] === board);
     await waitFor(async () => (await boardRow())?.[3] === '1', 5000, 'lease row with one waiter');
     const row = (await boardRow())!;
     assert.equal(row[1], 'planner · lab__slow', 'the holder is shown as its agent and tool');
@@ -110,7 +112,7 @@ upstreams:
     assert.match(row[2]!, /^\d+$/, 'fencing token');
     await page.screenshot({ path: join(dir, 'dashboard.png'), fullPage: true });
     await Promise.all([holder, waiter]);
-    await waitFor(async () => !(await cells('leases')).some((r) => r.includes('lab:s:board')), 5000, 'lease row gone');
+    await waitFor(async () => !(await cells('leases')).some((r) => r.includes(board)), 5000, 'lease row gone');
   });
 
   it('shows recent replays', async (t) => {
