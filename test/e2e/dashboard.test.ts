@@ -5,7 +5,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { maskScope } from '../../src/dashboard/snapshot.js';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { labStarts } from '../helpers/lab.js';
 import { AgentClient } from '../helpers/mcp-http.js';
@@ -98,8 +97,9 @@ upstreams:
       tag: 'board',
       idempotency_key: 'dash-wait-0001',
     });
-    // Row cells: scope, holder, fencing token, waiters. A viewer without the admin token sees the scope masked.
-    const board = maskScope('lab:s:board');
+    // Row cells: scope, holder, fencing token, waiters. The page was opened with the admin token (#token=...), so
+    // the scope is in clear; a viewer without it sees `lab:#hash` (test/hostile/requests.test.ts).
+    const board = 'lab:s:board';
     const boardRow = async () =>
       (await cells('leases')).map((r) => r.split('\t').map((c) => c.trim())).find((c) => c[0] === board);
     await waitFor(async () => (await boardRow())?.[3] === '1', 5000, 'lease row with one waiter');
