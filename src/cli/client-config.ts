@@ -14,6 +14,7 @@ export async function runClientConfig(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       url: { type: 'string' },
       name: { type: 'string' },
+      upstream: { type: 'string' },
     },
   });
   if (!values.agent) {
@@ -29,12 +30,25 @@ export async function runClientConfig(argv: string[]): Promise<number> {
     );
     return 2;
   }
+  if (values.upstream !== undefined && !Object.hasOwn(config.upstreams, values.upstream)) {
+    process.stderr.write(
+      `no upstream ${values.upstream} in the config (upstreams: ${Object.keys(config.upstreams).join(', ')})\n`,
+    );
+    return 2;
+  }
   const host = isUnspecifiedAddress(config.server.host) ? '127.0.0.1' : config.server.host;
-  const url = values.url ?? runningUrl(file) ?? `http://${host}:${config.server.port}/mcp`;
+  const base = values.url ?? runningUrl(file) ?? `http://${host}:${config.server.port}/mcp`;
+  // --upstream: the entry for /mcp/{upstream}, one upstream under its own names (in Claude Code: mcp__{upstream}__*).
+  const url =
+    values.upstream === undefined ? base : `${base.replace(/\/$/, '')}/${encodeURIComponent(values.upstream)}`;
   const envName = `TOOLBUS_TOKEN_${values.agent.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
   const entry = {
     mcpServers: {
-      [values.name ?? 'toolbus']: { type: 'http', url, headers: { Authorization: `Bearer \${${envName}}` } },
+      [values.name ?? values.upstream ?? 'toolbus']: {
+        type: 'http',
+        url,
+        headers: { Authorization: `Bearer \${${envName}}` },
+      },
     },
   };
   process.stdout.write(`${JSON.stringify(entry, null, 2)}\n`);

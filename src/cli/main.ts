@@ -50,12 +50,13 @@ and its tools are written as commented policies from their annotations, for you 
   },
   'client-config': {
     run: runClientConfig,
-    usage: '--agent ID [--config FILE] [--url URL] [--name NAME]',
+    usage: '--agent ID [--config FILE] [--url URL] [--name NAME] [--upstream NAME]',
     help: `Prints the .mcp.json entry an agent needs. The URL is the running bus's (when one runs from this config),
 else the config's. Secrets referenced by the config need not be set.
   --agent ID         the agent
   --url URL          override the URL
-  --name NAME        the server name in the entry (default toolbus)`,
+  --name NAME        the server name in the entry (default toolbus, or the upstream's name)
+  --upstream NAME    an entry for /mcp/NAME: that upstream alone, under its own names`,
   },
   connect: {
     run: runConnect,

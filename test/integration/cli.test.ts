@@ -98,6 +98,18 @@ upstreams:
     assert.ok(!r.stdout.includes('planner-secret-token'));
   });
 
+  it('client-config --upstream prints the entry for /mcp/{upstream}, and refuses an unknown upstream', () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'toolbus.yaml'), labConfig(dir));
+    const r = toolbus(['client-config', '--agent', 'planner', '--upstream', 'lab'], dir);
+    assert.equal(r.code, 0, r.stderr);
+    const entry = JSON.parse(r.stdout) as { mcpServers: Record<string, { url: string }> };
+    assert.equal(entry.mcpServers.lab?.url, 'http://127.0.0.1:7410/mcp/lab');
+    const bad = toolbus(['client-config', '--agent', 'planner', '--upstream', 'nope'], dir);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /no upstream nope/);
+  });
+
   it('init converts an .mcp.json into a config whose secrets are references', () => {
     const dir = tempDir();
     writeFileSync(
