@@ -264,7 +264,12 @@ export class HttpFront {
         return undefined;
       }
       // /mcp/{upstream} serves one upstream under its own names; same authentication, allow-lists and pipeline.
-      const endpoint = path === '/mcp' ? undefined : decodeURIComponent(path.slice(5));
+      let endpoint: string | undefined;
+      try {
+        endpoint = path === '/mcp' ? undefined : decodeURIComponent(path.slice(5));
+      } catch {
+        endpoint = '';
+      }
       if (endpoint !== undefined && !this.opts.hasUpstream(endpoint)) {
         this.sendJson(res, 404, rpcError(null, -32601, 'No such upstream on this bus'));
         return undefined;
@@ -584,17 +589,29 @@ export class HttpFront {
       budget.left -= text.length;
       writeText(text);
     };
-    const ask = (method: string, params: Record<string, unknown> | undefined, caps: Record<string, unknown>) =>
-      this.ask(agent, caps, method, params, (msg) => {
-        const text = this.opts.redact(JSON.stringify(msg));
-        budget.left -= text.length;
-        writeText(text);
-      });
+    // Each request's asks end with it: an agent that went away never leaves an upstream waiting for an answer.
+    const askFor =
+      (signal: AbortSignal) =>
+      (method: string, params: Record<string, unknown> | undefined, caps: Record<string, unknown>) =>
+        this.ask(agent, caps, method, params, signal, (msg) => {
+          const text = this.opts.redact(JSON.stringify(msg));
+          budget.left -= text.length;
+          writeText(text);
+        });
     void Promise.all(
       entries.map(async (e, i) => {
         const reply =
           'method' in e && typeof e.method === 'string'
-            ? await this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, progress, socket, ask)
+            ? await this.dispatch(
+                e as JsonRpcMessage,
+                agent,
+                endpoint,
+                session,
+                controllers[i]!,
+                progress,
+                socket,
+                askFor(controllers[i]!.signal),
+              )
             : (e as Reply);
         this.noteProtocol(session, e, reply);
         if (!batch) writeText(this.encode(reply, budget));
@@ -617,6 +634,7 @@ export class HttpFront {
     caps: Record<string, unknown>,
     method: string,
     params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
     write: (msg: Record<string, unknown>) => void,
   ): Promise<Record<string, unknown>> {
     const needed =
@@ -632,10 +650,13 @@ export class HttpFront {
         this.asks.delete(id);
         reject(new Error(`the agent did not answer ${method} in time`));
       }, 10 * 60_000).unref();
+      const onAbort = () => this.asks.get(id)?.settle({ error: { code: -32603, message: 'the agent went away' } });
+      signal.addEventListener('abort', onAbort, { once: true });
       this.asks.set(id, {
         agentId: agent.id,
         settle: (reply) => {
           clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
           this.asks.delete(id);
           if (reply.error !== undefined) {
             const e = reply.error as { code?: number; message?: string };

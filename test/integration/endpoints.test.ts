@@ -78,6 +78,8 @@ upstreams:
     assert.equal(busErrorStrict(await narrow.call('link', {})).category, 'auth');
     const missing = await post(`${bus.url}/nosuch`, 'all-token-1234', { jsonrpc: '2.0', id: 1, method: 'tools/list' });
     assert.equal(missing.status, 404);
+    const malformed = await post(`${bus.url}/%E0%A4%A`, 'all-token-1234', { jsonrpc: '2.0', id: 1, method: 'ping' });
+    assert.equal(malformed.status, 404, 'a malformed escape is no upstream, not an internal error');
   });
 
   it('passes instructions through: verbatim on /mcp/{upstream}, as a titled block on /mcp', async () => {
