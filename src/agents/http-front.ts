@@ -4,6 +4,7 @@
 // (request-shape.ts), JSON-RPC framing (single and batch), JSON or SSE responses, sessions (session-table.ts), and
 // the request boundary: nothing a request does can throw past it, and every byte that leaves goes through the
 // secret redactor and the response cap. The MCP methods themselves live in rpc.ts and the pipeline.
+import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
@@ -13,6 +14,7 @@ import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
+import { envelopeRefusal, isModernEnvelope } from './modern-envelope.js';
 import { originGuard } from './origin-guard.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
 import {
@@ -43,6 +45,23 @@ type JsonRpcMessage = {
 };
 
 type Reply = Record<string, unknown>;
+
+/** A 2026-07-28 `subscriptions/listen` stream: which notifications it asked for, and its subscription id. */
+interface Listener {
+  readonly res: ServerResponse;
+  readonly agent: AgentIdentity;
+  readonly endpoint: string | undefined;
+  readonly id: string;
+  readonly filter: Record<string, unknown>;
+}
+
+const SUBSCRIPTION_ID_META = 'io.modelcontextprotocol/subscriptionId';
+/** Which `notifications` flag of a listen request asks for which notification. */
+const LISTEN_FILTER: Record<string, string> = {
+  'notifications/tools/list_changed': 'toolsListChanged',
+  'notifications/prompts/list_changed': 'promptsListChanged',
+  'notifications/resources/list_changed': 'resourcesListChanged',
+};
 
 /** JSON-RPC "server error" range: a request refused by one of the bus's limits. */
 export const LIMIT_EXCEEDED = -32000;
@@ -88,6 +107,8 @@ export class HttpFront {
   private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly guard: ReturnType<typeof originGuard>;
+  /** Open 2026-07-28 `subscriptions/listen` streams. */
+  private readonly listeners = new Set<Listener>();
   /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
   private readonly asks = new Map<string, { agentId: string; settle: (reply: JsonRpcMessage) => void }>();
   private askSeq = 0;
@@ -153,6 +174,7 @@ export class HttpFront {
     const until = Date.now() + graceMs;
     while ((busy() > 0 || this.openPosts > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
     this.sessions.clear();
+    for (const l of this.listeners) l.res.end();
     this.server.closeAllConnections();
   }
 
@@ -167,6 +189,19 @@ export class HttpFront {
    * to those `to` accepts.
    */
   broadcast(method: string, params?: Record<string, unknown>, to?: (s: Session) => boolean): void {
+    const flag = LISTEN_FILTER[method];
+    if (flag !== undefined && !to) {
+      for (const l of this.listeners) {
+        if (l.filter[flag] !== true) continue;
+        const tagged = {
+          ...params,
+          _meta: { ...(params?._meta as Record<string, unknown>), [SUBSCRIPTION_ID_META]: l.id },
+        };
+        l.res.write(
+          `event: message\ndata: ${this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, params: tagged }))}\n\n`,
+        );
+      }
+    }
     let frame: string | undefined;
     for (const s of this.sessions.values()) {
       if (s.streams.size === 0 || (to && !to(s))) continue;
@@ -442,6 +477,8 @@ export class HttpFront {
     if (session === undefined) return;
     carryTraceHeaders(messages, req.headers.traceparent, req.headers.tracestate);
 
+    const hv = req.headers['mcp-protocol-version'];
+    const headerVersion = typeof hv === 'string' ? hv : undefined;
     // Each entry is a request to run, or a reply already decided (an id the bus cannot echo back safely).
     const entries: (JsonRpcMessage | Reply)[] = [];
     for (const m of messages) {
@@ -454,7 +491,15 @@ export class HttpFront {
           ),
         );
       } else if (typeof m.method === 'string' && m.id !== undefined && m.id !== null) {
-        entries.push(m);
+        // A 2026-07-28 request whose envelope is broken is refused before anything runs (SEP-2575).
+        const refusal = isModernEnvelope(m.method, m.params, headerVersion)
+          ? envelopeRefusal(m.method, m.params, headerVersion)
+          : null;
+        if (refusal === null) entries.push(m);
+        else if (!batch) {
+          this.opts.logger.info({ agent: agent.id, code: refusal.code }, 'request refused: 2026-07-28 envelope');
+          return this.sendJson(res, refusal.status, rpcError(m.id, refusal.code, refusal.message, refusal.data));
+        } else entries.push(rpcError(m.id, refusal.code, refusal.message, refusal.data));
       } else if (typeof m.method === 'string') {
         this.notification(m, session, req.socket);
       } else if (m.id !== undefined && m.id !== null && ('result' in m || 'error' in m)) {
@@ -470,6 +515,7 @@ export class HttpFront {
     }
 
     const first = entries[0]!;
+    if (first.method === 'subscriptions/listen' && !batch) return this.openListen(res, agent, endpoint, first);
     let headers: Record<string, string> | undefined;
     if (first.method === 'initialize' && !batch) {
       // The 2025-era handshake opens a stateful session. The 2026-07-28 revision never sends initialize.
@@ -531,8 +577,43 @@ export class HttpFront {
     const budget = { left: limits.maxResponseBytes };
     const parts = replies.map((r) => this.encode(r, budget));
     const text = batch ? `[${parts.join(',')}]` : parts[0]!;
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': byteLength(text), ...headers });
+    // A 2026-07-28 MissingRequiredClientCapability is answered with HTTP 400 (SEP-2575); everything else in-band.
+    const status = !batch && (replies[0]?.error as { code?: unknown } | undefined)?.code === -32021 ? 400 : 200;
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': byteLength(text), ...headers });
     res.end(text);
+  }
+
+  /**
+   * A 2026-07-28 `subscriptions/listen` stream (SEP-2575): acknowledged first, then the list-changed notifications
+   * the request asked for, each tagged with the subscription id, until the agent closes it. At most
+   * `limits.maxSessionsPerAgent` open per agent.
+   */
+  private openListen(res: ServerResponse, agent: AgentIdentity, endpoint: string | undefined, m: Reply): void {
+    let mine = 0;
+    for (const l of this.listeners) if (l.agent.id === agent.id) mine++;
+    if (mine >= this.opts.limits.maxSessionsPerAgent) {
+      return this.sendJson(
+        res,
+        429,
+        rpcError(m.id, LIMIT_EXCEEDED, `Too many subscription streams: agent ${agent.id} has ${mine} open`),
+      );
+    }
+    const params = (m.params ?? {}) as Record<string, unknown>;
+    const filter = (params.notifications ?? {}) as Record<string, unknown>;
+    const listener: Listener = { res, agent, endpoint, id: `sub-${randomUUID()}`, filter };
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const ack = {
+      jsonrpc: '2.0',
+      method: 'notifications/subscriptions/acknowledged',
+      params: { _meta: { [SUBSCRIPTION_ID_META]: listener.id } },
+    };
+    res.write(`event: message\ndata: ${JSON.stringify(ack)}\n\n`);
+    this.listeners.add(listener);
+    const ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
+    res.on('close', () => {
+      clearInterval(ping);
+      this.listeners.delete(listener);
+    });
   }
 
   /**

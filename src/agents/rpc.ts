@@ -4,6 +4,7 @@
 import type { Catalog } from '../catalog/catalog.js';
 import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
+import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
 import { rewriteContentUris, type UpstreamDirectory } from './upstream-directory.js';
 
 export const SERVER_INFO = { name: 'toolbus', version: '0.1.0' } as const;
@@ -201,7 +202,13 @@ export async function callTool(
     timedOut: false,
     outcome: 'pending',
   };
-  const result = await deps.runner.run(ctx);
+  let result: ToolResult;
+  try {
+    result = await deps.runner.run(ctx);
+  } catch (err) {
+    if (err instanceof UpstreamProtocolRefusal) throw new RpcError(err.code, err.message, err.data);
+    throw err;
+  }
   // On /mcp, resource links in a result point at the bus's URIs so the agent can read them.
   if (env.endpoint === undefined && tool && Array.isArray(result.content)) {
     const content = rewriteContentUris(tool.upstream, result.content);

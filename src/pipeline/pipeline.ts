@@ -4,6 +4,7 @@ import { BusError, errorResult, toBusError } from '../errors.js';
 import type { RecentEvents } from '../observe/recent.js';
 import type { Timeline } from '../observe/timeline.js';
 import { type CallSpan, preciseNow, SpanKind, type Tracer } from '../observe/tracing.js';
+import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
 import { compose, type Stage } from './compose.js';
 import type { CallContext, ToolResult } from './context.js';
 import type { PipelineServices } from './services.js';
@@ -129,17 +130,26 @@ export function createCallRunner(
       marks.set(ctx, m);
       let result: ToolResult;
       let code: string | undefined;
+      let passThrough: UpstreamProtocolRefusal | undefined;
       try {
         result = await pipeline(ctx);
         if (ctx.outcome === 'pending') ctx.outcome = result.isError === true ? 'upstream_error' : 'ok';
       } catch (thrown) {
+        // A protocol-level refusal the agent must see as itself (not as a tool result): recorded, then passed on.
+        if (thrown instanceof UpstreamProtocolRefusal) passThrough = thrown;
         // An agent that cancelled (or went away) while its call waited gets a cancellation, not a bug report.
         const err =
           !(thrown instanceof BusError) && ctx.signal.aborted
             ? new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
                 retryable: !ctx.dispatched,
               })
-            : toBusError(thrown);
+            : passThrough
+              ? new BusError(
+                  'upstream_error',
+                  'upstream_protocol_refusal',
+                  thrown instanceof Error ? thrown.message : '',
+                )
+              : toBusError(thrown);
         if (err.category === 'internal')
           services.logger.error({ err: thrown, tool: ctx.toolName.slice(0, 128) }, 'internal error in a call');
         ctx.outcome = err.category;
@@ -233,6 +243,7 @@ export function createCallRunner(
           })
           .catch((err: unknown) => services.logger.warn({ err }, 'audit record not written'));
       }
+      if (passThrough) throw passThrough;
       return result;
     },
   };

@@ -77,3 +77,21 @@ export class UpstreamResultTooLarge extends Error {
     this.name = 'UpstreamResultTooLarge';
   }
 }
+
+/**
+ * The upstream refused the call at the protocol level for a reason the agent must see as such (a 2026-07-28
+ * MissingRequiredClientCapability, -32021): passed to the agent as the same JSON-RPC error, not wrapped in a result.
+ */
+export class UpstreamProtocolRefusal extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+    this.name = 'UpstreamProtocolRefusal';
+  }
+}
+
+/** JSON-RPC errors of an upstream that reach the agent as they are. */
+export const PASSED_THROUGH_CODES: ReadonlySet<number> = new Set([-32021]);

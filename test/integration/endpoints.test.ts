@@ -118,7 +118,10 @@ upstreams:
   });
 
   it('adds the 2026-07-28 caching hints (private: lists depend on the allow-list) and resultType', async () => {
-    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28' };
+    const meta = {
+      'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+      'io.modelcontextprotocol/clientCapabilities': {},
+    };
     for (const method of ['tools/list', 'resources/list', 'prompts/list', 'server/discover']) {
       const r = await post(bus.url, 'all-token-1234', { jsonrpc: '2.0', id: 1, method, params: { _meta: meta } });
       const result = (r.body as { result: Record<string, unknown> }).result;

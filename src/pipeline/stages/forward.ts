@@ -3,8 +3,10 @@
 // failure into a category of the error table. Nothing here re-runs the stages before it.
 import { BusError, errorResult } from '../../errors.js';
 import {
+  PASSED_THROUGH_CODES,
   UpstreamLocalError,
   UpstreamLost,
+  UpstreamProtocolRefusal,
   UpstreamRateLimited,
   UpstreamResultTooLarge,
   UpstreamRpcError,
@@ -137,6 +139,10 @@ async function forwardOver(
     session.breaker.success();
     return result.isError === true ? toolErrorResult(result, tool.name) : result;
   } catch (err) {
+    if (err instanceof UpstreamRpcError && PASSED_THROUGH_CODES.has(err.code)) {
+      session.breaker.success();
+      throw new UpstreamProtocolRefusal(err.code, err.message, err.data);
+    }
     if (err instanceof UpstreamRpcError && !ctx.timedOut && !ctx.signal.aborted) {
       // The upstream answered, with a protocol error: that is its answer, recorded (and replayed) like a tool error.
       session.breaker.success();
