@@ -592,11 +592,12 @@ export class HttpFront {
     let mine = 0;
     for (const l of this.listeners) if (l.agent.id === agent.id) mine++;
     if (mine >= this.opts.limits.maxSessionsPerAgent) {
-      return this.sendJson(
+      this.sendJson(
         res,
         429,
         rpcError(m.id, LIMIT_EXCEEDED, `Too many subscription streams: agent ${agent.id} has ${mine} open`),
       );
+      return;
     }
     const params = (m.params ?? {}) as Record<string, unknown>;
     const filter = (params.notifications ?? {}) as Record<string, unknown>;

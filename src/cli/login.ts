@@ -2,13 +2,11 @@
 // bus replica on that store uses (and refreshes) them from then on.
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/load.js';
-import { isStdioUpstream } from '../config/schema.js';
 import { openVault } from '../store/vault-open.js';
 import { loginWithAuthorizationCode } from '../upstreams/oauth/authorization-code.js';
 import { keySource, loadSealingKey } from '../upstreams/oauth/sealing.js';
 import { TokenVault } from '../upstreams/oauth/token-vault.js';
-import { defaultConfigPath } from './config-path.js';
+import { oauthUpstream } from './oauth-upstream.js';
 
 const HELP = `usage: toolbus login NAME [--config FILE] [--no-browser] [--timeout SECONDS]
 
@@ -43,18 +41,9 @@ export async function runLogin(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const name = positionals[0];
-  if (!name || positionals.length > 1) {
-    process.stderr.write(HELP);
-    return 2;
-  }
-  const loaded = loadConfig(defaultConfigPath(values.config));
-  const upstream = loaded.config.upstreams[name];
-  if (!upstream || isStdioUpstream(upstream) || !upstream.oauth) {
-    process.stderr.write(`toolbus login: ${name} is not an HTTP upstream with an oauth: block in the config\n`);
-    return 2;
-  }
-  const oauth = upstream.oauth;
+  const target = oauthUpstream('login', positionals, values.config, HELP);
+  if (!target.ok) return target.code;
+  const { name, url: upstreamUrl, loaded, oauth } = target;
   if (oauth.grant === 'client_credentials') {
     process.stdout.write(`${name} uses client_credentials: the bus gets its tokens itself, no login needed\n`);
     return 0;
@@ -69,7 +58,7 @@ export async function runLogin(argv: string[]): Promise<number> {
   try {
     await loginWithAuthorizationCode({
       upstream: name,
-      url: upstream.url,
+      url: upstreamUrl,
       oauth,
       vault: new TokenVault(name, vault, key),
       timeoutMs,

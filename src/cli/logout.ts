@@ -1,11 +1,9 @@
 // toolbus logout NAME: forgets an OAuth upstream's stored tokens. Running replicas go to needs_login at their next
 // refresh or 401 (the access token they hold in memory stays valid at the server until it expires).
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config/load.js';
-import { isStdioUpstream } from '../config/schema.js';
 import { openVault } from '../store/vault-open.js';
 import { grantBlobName, wantedScopeBlobName } from '../upstreams/oauth/token-vault.js';
-import { defaultConfigPath } from './config-path.js';
+import { oauthUpstream } from './oauth-upstream.js';
 
 const HELP = `usage: toolbus logout NAME [--config FILE]
 
@@ -25,17 +23,9 @@ export async function runLogout(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const name = positionals[0];
-  if (!name || positionals.length > 1) {
-    process.stderr.write(HELP);
-    return 2;
-  }
-  const loaded = loadConfig(defaultConfigPath(values.config));
-  const upstream = loaded.config.upstreams[name];
-  if (!upstream || isStdioUpstream(upstream) || !upstream.oauth) {
-    process.stderr.write(`toolbus logout: ${name} is not an HTTP upstream with an oauth: block in the config\n`);
-    return 2;
-  }
+  const target = oauthUpstream('logout', positionals, values.config, HELP);
+  if (!target.ok) return target.code;
+  const { name, loaded } = target;
   const { vault, close } = await openVault(loaded.config.store);
   try {
     await vault.deleteBlob(grantBlobName(name));
