@@ -6,6 +6,9 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { startLabHttp } from '../helpers/lab.js';
 import { freePort } from '../helpers/net.js';
@@ -35,6 +38,16 @@ async function agent(token: string, answer: string | null, delayMs = 0): Promise
   return client;
 }
 
+/** The same agent through the official v1 SDK client (2025 era), answering elicitation with `answer`. */
+async function agentV1(token: string, answer: string, url: string): Promise<ClientV1> {
+  const client = new ClientV1({ name: `relay-v1-${token}`, version: '1.0.0' }, { capabilities: { elicitation: {} } });
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { answer } }));
+  await client.connect(
+    new TransportV1(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }),
+  );
+  return client;
+}
+
 const answerOf = (r: TextResult) => JSON.parse(r.content[0]!.text!) as { action: string; answer: string | null };
 
 describe('server-initiated requests reach the agent whose call caused them', () => {
@@ -56,6 +69,12 @@ upstreams:
   local:
     command: ${process.execPath}
     args: [${LAB_SERVER}]
+    tools:
+      ask: { kind: read }
+  mine:
+    command: ${process.execPath}
+    args: [${LAB_SERVER}]
+    sharing: per-agent
     tools:
       ask: { kind: read }
 `,
@@ -108,5 +127,32 @@ upstreams:
     assert.equal(r.isError, true);
     assert.match(JSON.stringify(r), /does not support elicitation/);
     await m.close();
+  });
+
+  it('sharing: per-agent: two agents asked at the same moment by their own upstream processes each get their answer', async () => {
+    const [a, b] = await Promise.all([
+      agent('alice-token-1', 'alice own', 300),
+      agent('bob-token-123', 'bob own', 300),
+    ]);
+    const [ra, rb] = (await Promise.all([
+      a.callTool({ name: 'mine__ask', arguments: { question: 'q' } }),
+      b.callTool({ name: 'mine__ask', arguments: { question: 'q' } }),
+    ])) as TextResult[];
+    assert.deepEqual(answerOf(ra!), { action: 'accept', answer: 'alice own' });
+    assert.deepEqual(answerOf(rb!), { action: 'accept', answer: 'bob own' });
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('the official v1 SDK client (2025 era) gets its own elicitation, on /mcp and on /mcp/{upstream}', async () => {
+    const v1 = await agentV1('alice-token-1', 'from v1', bus.url);
+    const r = (await v1.callTool({ name: 'web__ask', arguments: { question: 'v1?' } })) as TextResult;
+    assert.deepEqual(answerOf(r), { action: 'accept', answer: 'from v1' });
+    await v1.close();
+    const own = await agentV1('bob-token-123', 'v1 on its own names', `${bus.url}/web`);
+    const names = (await own.listTools()).tools.map((t) => t.name);
+    assert.ok(names.includes('ask') && !names.includes('web__ask'));
+    const r2 = (await own.callTool({ name: 'ask', arguments: { question: 'v1?' } })) as TextResult;
+    assert.deepEqual(answerOf(r2), { action: 'accept', answer: 'v1 on its own names' });
+    await own.close();
   });
 });
