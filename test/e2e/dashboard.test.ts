@@ -75,7 +75,8 @@ upstreams:
     assert.ok(agents.some((r) => r.includes('planner') && r.includes('team-a') && r.includes('2')));
     assert.ok(agents.some((r) => r.includes('worker')));
     await waitFor(
-      async () => (await cells('upstreams')).some((r) => /lab\s+ready\s+\d+/.test(r)),
+      async () =>
+        (await cells('upstreams')).some((r) => /lab\s+ready\s+\d+/.test(r) && /shared · 1 of \d+ sessions/.test(r)),
       5000,
       'upstream row ready with a pid',
     );
