@@ -41,26 +41,37 @@ export interface ArgumentLimits {
  * JSON.stringify would send it upstream as `null`).
  */
 export function argumentProblem(args: unknown, limits: ArgumentLimits): string | null {
-  const stack: { value: unknown; depth: number; path: string }[] = [{ value: args, depth: 0, path: '' }];
+  // Each entry links to its parent, so the path of a value is spelled out only when it is reported: the walk runs on
+  // every call and should not build a string per node.
+  type Node = { value: unknown; depth: number; key: string | number | undefined; parent: Node | undefined };
+  const pathOf = (n: Node): string => {
+    const parts: string[] = [];
+    for (let at: Node | undefined = n; at?.key !== undefined; at = at.parent)
+      parts.push(typeof at.key === 'number' ? `[${at.key}]` : `.${at.key}`);
+    const path = parts.reverse().join('').replace(/^\./, '');
+    return path || '(arguments)';
+  };
+  const stack: Node[] = [{ value: args, depth: 0, key: undefined, parent: undefined }];
   let bytes = 0;
   while (stack.length > 0) {
-    const { value, depth, path } = stack.pop()!;
+    const node = stack.pop()!;
+    const { value, depth } = node;
     if (typeof value === 'number') {
       if (!Number.isFinite(value))
-        return `${path || '(arguments)'}: ${value} is not a finite number JSON can carry (rule: finite)`;
+        return `${pathOf(node)}: ${value} is not a finite number JSON can carry (rule: finite)`;
       bytes += 8;
     } else if (typeof value === 'string') {
       bytes += value.length + 2;
     } else if (value !== null && typeof value === 'object') {
       if (depth >= limits.maxDepth)
-        return `${path || '(arguments)'}: nests deeper than ${limits.maxDepth} levels (rule: maxArgumentDepth)`;
+        return `${pathOf(node)}: nests deeper than ${limits.maxDepth} levels (rule: maxArgumentDepth)`;
       bytes += 2;
       if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) stack.push({ value: value[i], depth: depth + 1, path: `${path}[${i}]` });
+        for (let i = 0; i < value.length; i++) stack.push({ value: value[i], depth: depth + 1, key: i, parent: node });
       } else {
         for (const [k, v] of Object.entries(value)) {
           bytes += k.length + 4;
-          stack.push({ value: v, depth: depth + 1, path: path ? `${path}.${k}` : k });
+          stack.push({ value: v, depth: depth + 1, key: k, parent: node });
         }
       }
     } else {
