@@ -388,7 +388,7 @@ export class Bus {
       ready: r.connection.state === 'ready',
       capabilities: r.connection.serverCapabilities,
       instructions: r.connection.instructions,
-      request: (agent, method, params, signal) => r.directoryRequest(agent, method, params, signal),
+      request: (agent, method, params, signal, asker) => r.directoryRequest(agent, method, params, signal, asker),
     }));
   }
 

@@ -245,10 +245,11 @@ async function endpointExists(url, token) {
 }
 
 /**
- * Every tool of the reference server, asked over one 2025 session. The bus config gives each `idempotency: optional`:
- * unannotated tools are writes by default and a write demands an idempotency_key the suite never sends, which would
- * fail every tools/call scenario for a reason that has nothing to do with protocol fidelity. (`--bus-defaults` keeps
- * the defaults, to measure exactly that.)
+ * Every tool of the reference server, asked over one 2025 session. The bus config gives each `kind: read`, which is
+ * what they are (none changes anything): unannotated tools are writes by default, a write demands an idempotency_key
+ * the suite never sends, and holds the upstream's write lease while it runs, so a multi round-trip call a scenario
+ * abandons halfway would hold it until its deadline. Both would fail scenarios for reasons that have nothing to do
+ * with protocol fidelity. (`--bus-defaults` keeps the defaults, to measure exactly that.)
  */
 async function referenceTools(refUrl) {
   const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
@@ -286,9 +287,7 @@ async function referenceTools(refUrl) {
 }
 
 function busConfig(refUrl, token, tools) {
-  const policies = tools.length
-    ? `\n    tools:\n${tools.map((t) => `      ${t}: { idempotency: optional }`).join('\n')}`
-    : '';
+  const policies = tools.length ? `\n    tools:\n${tools.map((t) => `      ${t}: { kind: read }`).join('\n')}` : '';
   return `# written by scripts/conformance/run.mjs
 store: { kind: memory }
 logging: { level: warn }
@@ -334,8 +333,9 @@ export function markdown(report) {
     'suite calls unprefixed names there) also satisfies.',
     '',
     'The generated bus config puts the reference server behind toolbus twice (`ref` over HTTP, `ref-stdio` over',
-    'stdio) and gives every tool `idempotency: optional`: unannotated tools are writes by default, and a write without',
-    'the `idempotency_key` the suite never sends is refused (`--bus-defaults` measures with that default instead).',
+    'stdio) and gives every tool `kind: read`, which is what they are: unannotated tools are writes by default, and a',
+    'write without the `idempotency_key` the suite never sends is refused (`--bus-defaults` measures with that default',
+    'instead). Keys and leases on the new paths are tested in `test/integration/eras.test.ts`.',
     '',
     '| leg | what |',
     '|---|---|',

@@ -16,7 +16,9 @@ import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
 import { envelopeRefusal, isModernEnvelope } from './modern-envelope.js';
 import { originGuard } from './origin-guard.js';
+import { PARKED_STATE, ParkedCall } from './parked-calls.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
+import { RequestStateSeal, type SealBinding } from './request-state.js';
 import {
   CACHEABLE,
   type CallEnv,
@@ -112,6 +114,10 @@ export class HttpFront {
   /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
   private readonly asks = new Map<string, { agentId: string; settle: (reply: JsonRpcMessage) => void }>();
   private askSeq = 0;
+  /** Seals upstreams' requestState for 2026-07-28 agents (request-state.ts). */
+  private readonly seal = new RequestStateSeal();
+  /** 2026-07-28 agents' calls waiting for their answers (parked-calls.ts), by id. */
+  private readonly parked = new Map<string, ParkedCall<Record<string, unknown>>>();
   /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
   private draining = false;
   /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
@@ -812,6 +818,23 @@ export class HttpFront {
     }
     if (method === 'initialize' && modern)
       return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
+    // A multi round-trip retry brings back the requestState toolbus sealed; the upstream gets its own state back.
+    const binding = { agentId: agent.id, endpoint, method, params };
+    let forwarded = params;
+    if (modern && params?.requestState !== undefined) {
+      const opened = this.seal.open(binding, params.requestState);
+      if (!opened) {
+        return rpcError(
+          id,
+          -32602,
+          'Invalid params: requestState was not issued by toolbus for this agent and request, or was altered',
+        );
+      }
+      const { requestState: _sealed, ...rest } = params;
+      forwarded = opened.inner === undefined ? rest : { ...rest, requestState: opened.inner };
+      const parkId = (opened.inner as Record<string, unknown> | null | undefined)?.[PARKED_STATE];
+      if (typeof parkId === 'string') return this.resume(id, parkId, params, binding);
+    }
     const inflight = this.inflightFor(session, socket);
     // A second request with an id already in flight on this session/connection would hijack its cancellation.
     if (inflight.has(id)) return rpcError(id, INVALID_REQUEST, 'Invalid Request: this id is already in flight');
@@ -821,27 +844,24 @@ export class HttpFront {
       session?.clientCapabilities ??
       (((params?._meta as Record<string, unknown> | undefined)?.['io.modelcontextprotocol/clientCapabilities'] ??
         {}) as Record<string, unknown>);
+    const parking =
+      modern && ASKING_METHODS.has(method) ? new ParkedCall<Record<string, unknown>>(agent.id, this.unpark) : undefined;
     const env: CallEnv = {
       agent,
       endpoint,
       signal: ctl.signal,
       progress,
-      // On a JSON response nothing can be sent to the agent mid-call, and a 2026-07-28 agent takes no pushed requests
-      // (its revision asks through InputRequiredResult, which toolbus does not translate yet): the asker refuses.
-      ask:
-        ask && !modern
+      clientCapabilities: caps,
+      // A 2026-07-28 agent is asked through an InputRequiredResult (parked-calls.ts); a 2025 one on its call's SSE
+      // stream. On a JSON response nothing can be sent to the agent mid-call: the asker refuses.
+      ask: parking
+        ? (method: string, p: Record<string, unknown> | undefined) =>
+            caps[capabilityFor(method)] === undefined
+              ? parking.refuse(method, capabilityFor(method))
+              : parking.ask(method, p)
+        : ask && !modern
           ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
-          : (method: string) =>
-              Promise.reject(
-                Object.assign(
-                  new Error(
-                    modern
-                      ? `the agent speaks 2026-07-28, which cannot take ${method} pushed during a call (toolbus does not translate it into an InputRequiredResult yet)`
-                      : `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
-                  ),
-                  { code: METHOD_NOT_FOUND },
-                ),
-              ),
+          : (method: string) => Promise.reject(cannotAsk(method)),
       ...(session
         ? {
             setLogLevel: (level: string) => {
@@ -855,16 +875,100 @@ export class HttpFront {
         : {}),
     };
     try {
-      const result = await handleRequest(this.opts.deps, env, method, params);
+      let result: Record<string, unknown>;
+      if (parking) {
+        const step = await parking.next(handleRequest(this.opts.deps, env, method, forwarded));
+        if ('input' in step) return this.park(id, parking, step.input, binding);
+        result = step.done;
+      } else result = await handleRequest(this.opts.deps, env, method, forwarded);
       if (!modern) return { jsonrpc: '2.0', id, result };
-      const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
-      return { jsonrpc: '2.0', id, result: { ...hinted, resultType: 'complete' } };
+      if (result.resultType === 'input_required') {
+        const sealed =
+          result.requestState === undefined
+            ? result
+            : { ...result, requestState: this.seal.seal(binding, result.requestState) };
+        return { jsonrpc: '2.0', id, result: sealed };
+      }
+      return modernReply(id, method, result);
     } catch (err) {
-      if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
-      this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
-      return rpcError(id, -32603, 'Internal error');
+      return this.failure(id, method, err);
     } finally {
       inflight.delete(id);
     }
   }
+
+  private failure(id: string | number, method: string, err: unknown): Reply {
+    if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
+    this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
+    return rpcError(id, -32603, 'Internal error');
+  }
+
+  private readonly unpark = (call: ParkedCall<Record<string, unknown>>) => {
+    this.parked.delete(call.id);
+  };
+
+  /** The call asked for input: the agent gets an InputRequiredResult whose sealed state names the parked call. */
+  private park(
+    id: string | number,
+    call: ParkedCall<Record<string, unknown>>,
+    inputRequests: Record<string, unknown>,
+    binding: SealBinding,
+  ): Reply {
+    this.parked.set(call.id, call);
+    // Each round's state differs (the round is in it), as a 2026 agent may expect of an evolving requestState.
+    const requestState = this.seal.seal(binding, { [PARKED_STATE]: call.id, round: ++call.rounds });
+    return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests, requestState } };
+  }
+
+  /** The retry of a parked call: its answers complete the upstream's requests, then the call goes on. */
+  private async resume(
+    id: string | number,
+    parkId: string,
+    params: Record<string, unknown>,
+    binding: SealBinding,
+  ): Promise<Reply> {
+    const call = this.parked.get(parkId);
+    if (!call || call.agentId !== binding.agentId) {
+      return rpcError(
+        id,
+        -32602,
+        'Invalid params: the call this requestState names is no longer pending here (it expired, ended, or the retry reached another toolbus replica)',
+      );
+    }
+    const responses = params.inputResponses;
+    if (responses === null || typeof responses !== 'object' || Array.isArray(responses))
+      return rpcError(id, -32602, 'Invalid params: inputResponses must be an object keyed by the inputRequests keys');
+    // Answers missing or malformed: the questions still open are asked again.
+    if (call.answer(responses as Record<string, unknown>) > 0) return this.park(id, call, call.pending(), binding);
+    this.parked.delete(parkId);
+    try {
+      const step = await call.next();
+      if ('input' in step) return this.park(id, call, step.input, binding);
+      return modernReply(id, binding.method, step.done);
+    } catch (err) {
+      return this.failure(id, binding.method, err);
+    }
+  }
+}
+
+/** The requests during which an upstream may ask the agent something (the others are answered at once). */
+const ASKING_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read']);
+
+/** A 2026-07-28 result: caching hints where the revision wants them, and `resultType`. */
+function modernReply(id: string | number, method: string, result: Record<string, unknown>): Reply {
+  const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
+  return { jsonrpc: '2.0', id, result: { ...hinted, resultType: 'complete' } };
+}
+
+function capabilityFor(method: string): string {
+  return method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : method;
+}
+
+function cannotAsk(method: string): Error {
+  return Object.assign(
+    new Error(
+      `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
+    ),
+    { code: METHOD_NOT_FOUND },
+  );
 }

@@ -4,6 +4,7 @@
 import type { Catalog } from '../catalog/catalog.js';
 import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
+import type { ServerRequestAsker } from '../upstreams/connection.js';
 import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
 import { rewriteContentUris, type UpstreamDirectory } from './upstream-directory.js';
 
@@ -55,6 +56,8 @@ export interface CallEnv {
     subscribe(upstream: string, uri: string): Promise<void>;
     unsubscribe(upstream: string, uri: string): Promise<void>;
   };
+  /** What the agent's client declared: in its session's initialize, or (2026-07-28) in this request's _meta. */
+  clientCapabilities?: Record<string, unknown>;
   /** Sends a request to the agent on this call's stream and waits for its answer; absent when it cannot. */
   ask?: (method: string, params: Record<string, unknown> | undefined) => Promise<Record<string, unknown>>;
 }
@@ -196,7 +199,11 @@ export async function callTool(
     hardDeadline: now + (tool?.hardTimeoutMs ?? timeoutMs),
     signal: env.signal,
     onProgress: meta?.progressToken !== undefined ? env.progress : undefined,
-    asker: env.ask ? { agentId: env.agent.id, ask: env.ask } : undefined,
+    asker: askerOf(env),
+    input:
+      params?.inputResponses !== undefined || params?.requestState !== undefined
+        ? { responses: params.inputResponses, state: params.requestState }
+        : undefined,
     beforeSend: undefined,
     dispatched: false,
     timedOut: false,
@@ -215,6 +222,11 @@ export async function callTool(
     if (content !== result.content) return { ...result, content };
   }
   return result;
+}
+
+/** Who answers the upstream's questions during this request (sampling, elicitation): the agent, when it can. */
+function askerOf(env: CallEnv): ServerRequestAsker | undefined {
+  return env.ask ? { agentId: env.agent.id, ask: env.ask, capabilities: env.clientCapabilities ?? {} } : undefined;
 }
 
 /** Dispatches one request method. Returns the JSON-RPC `result`, or throws RpcError. */
@@ -256,11 +268,11 @@ export async function handleRequest(
     case 'resources/templates/list':
       return deps.directory.listResourceTemplates(env.agent, env.signal, env.endpoint);
     case 'resources/read':
-      return deps.directory.readResource(env.agent, params, env.signal, env.endpoint);
+      return deps.directory.readResource(env.agent, params, env.signal, env.endpoint, askerOf(env));
     case 'prompts/list':
       return deps.directory.listPrompts(env.agent, env.signal, env.endpoint);
     case 'prompts/get':
-      return deps.directory.getPrompt(env.agent, params, env.signal, env.endpoint);
+      return deps.directory.getPrompt(env.agent, params, env.signal, env.endpoint, askerOf(env));
     default:
       throw new RpcError(METHOD_NOT_FOUND, `Method not found: ${method.slice(0, 100)}`);
   }

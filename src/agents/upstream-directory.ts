@@ -7,6 +7,7 @@
 // `{upstream}__*`), since a resource read names a URI, not a name an allow-list could match.
 import { BusError } from '../errors.js';
 import type { AgentIdentity } from '../pipeline/context.js';
+import type { ServerRequestAsker } from '../upstreams/connection.js';
 import { UpstreamRpcError, UpstreamUnavailable } from '../upstreams/errors.js';
 import { INVALID_PARAMS, RpcError } from './rpc.js';
 
@@ -21,6 +22,7 @@ export interface DirectoryUpstream {
     method: string,
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
+    asker?: ServerRequestAsker,
   ): Promise<Record<string, unknown>>;
 }
 
@@ -206,13 +208,14 @@ export class UpstreamDirectory {
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
     endpoint?: string,
+    asker?: ServerRequestAsker,
   ) {
     const uri = params?.uri;
     if (typeof uri !== 'string') throw new RpcError(INVALID_PARAMS, 'resources/read needs params.uri');
     const target = this.resolveUri(uri, endpoint);
     if (!target || !mayReadResources(agent, target.up.name))
       throw new RpcError(-32002, `Resource not found: ${uri.slice(0, 200)}`, { uri });
-    const res = await this.relay(agent, target.up, 'resources/read', { ...params, uri: target.uri }, signal);
+    const res = await this.relay(agent, target.up, 'resources/read', { ...params, uri: target.uri }, signal, asker);
     if (endpoint !== undefined) return res;
     const contents = (res.contents as Record<string, unknown>[] | undefined) ?? [];
     return {
@@ -229,13 +232,14 @@ export class UpstreamDirectory {
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
     endpoint?: string,
+    asker?: ServerRequestAsker,
   ) {
     const name = params?.name;
     if (typeof name !== 'string') throw new RpcError(INVALID_PARAMS, 'prompts/get needs params.name');
     const target = this.resolveName(name, endpoint);
     if (!target || !agent.allows(`${target.up.name}__${target.name}`))
       throw new RpcError(INVALID_PARAMS, `Unknown prompt: ${name.slice(0, 200)}`);
-    const res = await this.relay(agent, target.up, 'prompts/get', { ...params, name: target.name }, signal);
+    const res = await this.relay(agent, target.up, 'prompts/get', { ...params, name: target.name }, signal, asker);
     if (endpoint !== undefined || !Array.isArray(res.messages)) return res;
     const messages = (res.messages as Record<string, unknown>[]).map((m) => {
       const content = m.content;
@@ -283,9 +287,10 @@ export class UpstreamDirectory {
     method: string,
     params: Record<string, unknown>,
     signal: AbortSignal,
+    asker?: ServerRequestAsker,
   ) {
     try {
-      return await up.request(agent, method, params, signal);
+      return await up.request(agent, method, params, signal, asker);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message, err.data);
       if (err instanceof UpstreamUnavailable || sessionRefused(err))

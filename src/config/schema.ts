@@ -63,6 +63,12 @@ const upstreamCommon = {
    * agent id (`per-agent`) or each tenant (`per-tenant`). See docs/sharing.md.
    */
   sharing: z.enum(['shared', 'per-agent', 'per-tenant']).default('shared'),
+  /**
+   * The protocol revisions toolbus speaks to this upstream (docs/protocol.md). `auto`: HTTP upstreams are asked for
+   * both (`server/discover`, then `initialize`) and each agent request goes in the agent's own revision when the
+   * upstream has it; a stdio process speaks one revision: 2025-11-25 when it accepts `initialize`, else 2026-07-28.
+   */
+  protocol: z.enum(['auto', '2025-11-25', '2026-07-28']).default('auto'),
   /** Sessions alive at once per upstream and replica (per-agent and per-tenant only; the listing session aside). */
   maxSessions: positiveInt.default(32),
   /** A session without calls for this long is closed (per-agent and per-tenant only). */

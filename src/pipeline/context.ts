@@ -60,6 +60,11 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Answers the upstream's sampling/elicitation requests made during this call, when the agent can. */
   readonly asker: ServerRequestAsker | undefined;
+  /**
+   * A 2026-07-28 multi round-trip retry: the agent's answers and the upstream's own requestState (toolbus's seal
+   * already checked and removed by the front), forwarded with the call.
+   */
+  readonly input: { readonly responses?: unknown; readonly state?: unknown } | undefined;
   /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
   readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
   /**

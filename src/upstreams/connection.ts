@@ -14,6 +14,7 @@ import { getDefaultEnvironment } from '@modelcontextprotocol/client/stdio';
 import type { Logger } from 'pino';
 import { type HttpUpstreamConfig, isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
 import { BusError } from '../errors.js';
+import { answerInputRounds, type Era, isModernMeta, MODERN_VERSION, withEnvelope, withoutEnvelope } from './eras.js';
 import {
   parseRetryAfter,
   UpstreamLocalError,
@@ -49,6 +50,8 @@ export interface UpstreamRequestOptions {
 /** An agent that can answer an upstream's request during its call (see server-requests.ts for the routing rule). */
 export interface ServerRequestAsker {
   readonly agentId: string;
+  /** What the agent's client declared (sent to a 2026-only upstream in place of the bus's own). */
+  readonly capabilities?: Record<string, unknown>;
   ask(method: string, params: Record<string, unknown> | undefined): Promise<Record<string, unknown>>;
 }
 
@@ -69,6 +72,8 @@ interface Pending {
   onProgress: ((params: Record<string, unknown>) => void) | undefined;
   progressToken: string | undefined;
   asker: ServerRequestAsker | undefined;
+  /** Questions of the upstream routed to this call and not answered yet. */
+  asking: number;
   cleanup: () => void;
 }
 
@@ -76,6 +81,9 @@ interface Pending {
 const CLIENT_CAPABILITIES = { roots: { listChanged: false }, sampling: {}, elicitation: {} };
 
 const VERSION = '0.1.0';
+const CLIENT_INFO = { name: 'toolbus', version: VERSION };
+/** How long `server/discover` may take before an upstream in `protocol: auto` counts as 2025-only. */
+const DISCOVER_PROBE_MS = 3000;
 /** Safety net for a request whose answer never comes and whose caller set no deadline. */
 const DEFAULT_REQUEST_TIMEOUT_MS = 10 * 60_000;
 /** A connection must stay up this long before a later failure restarts the backoff from its first step. */
@@ -105,6 +113,13 @@ class Generation {
   capabilities: Record<string, unknown> | undefined;
   instructions: string | undefined;
   protocolVersion: string | undefined;
+  /** The revisions this upstream answered: the 2025 session (`initialize`) and the stateless 2026-07-28 one. */
+  readonly eras = { legacy: false, modern: false };
+  /**
+   * HTTP: the stateless 2026-07-28 requests go on a transport of their own that never has a session (stdio carries
+   * both on its one link, but a process serves only one revision).
+   */
+  private readonly modernTransport: StreamableHTTPClientTransport | undefined;
   /** Retry-After of the last 429 seen by this generation's fetch (HTTP only). */
   lastRetryAfterMs = 1000;
   readonly transport: StdioLink | StreamableHTTPClientTransport;
@@ -136,6 +151,14 @@ class Generation {
       this.transport = new StreamableHTTPClientTransport(new URL(cfg.url), {
         fetch: (url, init) => this.fetchWithHeaders(url, init),
       });
+      if (cfg.protocol !== '2025-11-25') {
+        const modern = new StreamableHTTPClientTransport(new URL(cfg.url), {
+          fetch: (url, init) => this.fetchWithHeaders(url, init),
+        });
+        modern.onmessage = (msg: unknown) => this.receive(msg as JsonRpc);
+        modern.onerror = (err) => this.logger?.debug({ err: err.message }, 'upstream transport error (2026-07-28)');
+        this.modernTransport = modern;
+      }
     }
     this.transport.onmessage = (msg: unknown) => this.receive(msg as JsonRpc);
     this.transport.onclose = () => this.fail('connection closed');
@@ -204,27 +227,107 @@ class Generation {
     for (const id of ids) this.settle(id)?.reject(new UpstreamResultTooLarge(this.name, this.maxMessageBytes));
   }
 
+  /**
+   * Learns which revisions the upstream speaks (DESIGN.md section 13): over HTTP `server/discover` first, then
+   * `initialize`, keeping both when both answer; a stdio process serves one revision, so it is asked `initialize`
+   * first (its agents' server-to-client requests need a 2025 session) and `server/discover` only when that fails.
+   */
   async start(timeoutMs: number): Promise<void> {
     await this.transport.start();
-    const init = await this.request(
+    const protocol = this.cfg.protocol;
+    if (this.modernTransport) {
+      await this.modernTransport.start();
+      const forced = protocol === '2026-07-28';
+      try {
+        await this.discover(this.modernTransport, forced ? timeoutMs : Math.min(timeoutMs, DISCOVER_PROBE_MS));
+      } catch (err) {
+        if (forced) throw err;
+        this.logger?.debug({ err: (err as Error).message }, 'upstream does not speak 2026-07-28');
+      }
+      if (!forced) {
+        try {
+          await this.initialize(timeoutMs);
+        } catch (err) {
+          if (!this.eras.modern) throw err;
+          this.logger?.debug({ err: (err as Error).message }, 'upstream speaks 2026-07-28 only');
+        }
+      }
+    } else if (protocol === '2026-07-28') {
+      await this.discover(this.transport, timeoutMs);
+    } else {
+      try {
+        await this.initialize(timeoutMs);
+      } catch (err) {
+        if (protocol === '2025-11-25' || !(err instanceof UpstreamRpcError)) throw err;
+        await this.discover(this.transport, timeoutMs);
+      }
+    }
+    this.ready = true;
+  }
+
+  private async initialize(timeoutMs: number): Promise<void> {
+    const init = await this.send(
+      this.transport,
       'initialize',
-      {
-        protocolVersion: LATEST_PROTOCOL_VERSION,
-        capabilities: CLIENT_CAPABILITIES,
-        clientInfo: { name: 'toolbus', version: VERSION },
-      },
+      { protocolVersion: LATEST_PROTOCOL_VERSION, capabilities: CLIENT_CAPABILITIES, clientInfo: CLIENT_INFO },
       { timeoutMs },
     );
+    this.eras.legacy = true;
     this.capabilities = (init.capabilities as Record<string, unknown> | undefined) ?? {};
     this.instructions = typeof init.instructions === 'string' ? init.instructions : undefined;
     this.protocolVersion = typeof init.protocolVersion === 'string' ? init.protocolVersion : LATEST_PROTOCOL_VERSION;
     if (this.transport instanceof StreamableHTTPClientTransport)
       this.transport.setProtocolVersion(this.protocolVersion);
     await this.transport.send({ jsonrpc: '2.0', method: 'notifications/initialized' });
-    this.ready = true;
   }
 
+  private async discover(transport: StdioLink | StreamableHTTPClientTransport, timeoutMs: number): Promise<void> {
+    const found = await this.send(
+      transport,
+      'server/discover',
+      withEnvelope(undefined, CLIENT_CAPABILITIES, CLIENT_INFO),
+      {
+        timeoutMs,
+      },
+    );
+    const versions = Array.isArray(found.supportedVersions) ? found.supportedVersions : [];
+    if (!versions.includes(MODERN_VERSION)) throw new Error(`server/discover offers no ${MODERN_VERSION}`);
+    this.eras.modern = true;
+    // A 2025 session's description wins where there is one: the catalog and agents were built on it.
+    this.capabilities ??= (found.capabilities as Record<string, unknown> | undefined) ?? {};
+    this.instructions ??= typeof found.instructions === 'string' ? found.instructions : undefined;
+    this.protocolVersion ??= MODERN_VERSION;
+  }
+
+  /**
+   * One request to the upstream, in the era its own `_meta` asks for when the upstream has that era, else in the one
+   * it has. A 2025 request that must go to a 2026-only upstream is translated (eras.ts: answerInputRounds).
+   */
   request(
+    method: string,
+    params: Record<string, unknown> | undefined,
+    opts: UpstreamRequestOptions = {},
+  ): Promise<Record<string, unknown>> {
+    const asked = isModernMeta(params?._meta);
+    const era: Era = this.eras.modern && (asked || !this.eras.legacy) ? 'modern' : 'legacy';
+    // A 2026 agent's envelope must not reach a 2025 session: a dual-era server would take the request as 2026.
+    if (era === 'legacy') return this.send(this.transport, method, asked ? withoutEnvelope(params) : params, opts);
+    const transport = this.modernTransport ?? this.transport;
+    const caps = opts.asker?.capabilities
+      ? { ...opts.asker.capabilities, roots: { listChanged: false } }
+      : CLIENT_CAPABILITIES;
+    const enveloped = (p: Record<string, unknown> | undefined) => withEnvelope(p, caps, CLIENT_INFO);
+    if (asked) return this.send(transport, method, enveloped(params), opts);
+    return answerInputRounds(
+      (p) => this.send(transport, method, enveloped(p), opts),
+      params,
+      opts.asker,
+      this.cfg.roots ?? [],
+    );
+  }
+
+  private send(
+    transport: StdioLink | StreamableHTTPClientTransport,
     method: string,
     params: Record<string, unknown> | undefined,
     opts: UpstreamRequestOptions = {},
@@ -258,6 +361,7 @@ class Generation {
         onProgress,
         progressToken,
         asker: opts.asker,
+        asking: 0,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -266,7 +370,7 @@ class Generation {
       this.pending.set(id, entry);
       if (progressToken) this.byToken.set(progressToken, entry);
       opts.onSent?.();
-      this.transport.send(message as never).catch((err: unknown) => this.sendFailed(id, err));
+      transport.send(message as never).catch((err: unknown) => this.sendFailed(id, err, transport));
     });
   }
 
@@ -275,10 +379,11 @@ class Generation {
    * connection is gone (session expired, nothing listening), the generation fails and every other request in flight
    * becomes UpstreamLost: they were written, so their outcome is unknown.
    */
-  private sendFailed(id: number, err: unknown): void {
+  private sendFailed(id: number, err: unknown, transport: StdioLink | StreamableHTTPClientTransport): void {
     const { own, connectionGone } = this.classify(err);
     this.settle(id)?.reject(own);
-    if (connectionGone) this.fail(connectionGone);
+    // The stateless 2026-07-28 transport has no session to lose: its failures are its requests' own.
+    if (connectionGone && transport === this.transport) this.fail(connectionGone);
   }
 
   private classify(err: unknown): { own: Error; connectionGone?: string } {
@@ -367,17 +472,21 @@ class Generation {
     this.streamOrigin.delete(String(msg.id));
     const askers = [...this.pending.entries()]
       .filter(([, p]) => p.asker !== undefined)
-      .map(([id, p]) => ({ requestId: id, asker: p.asker! }));
+      .map(([id, p]) => ({ requestId: id, asker: p.asker!, asking: p.asking }));
     const route = routeServerRequest(msg.method, origin, askers);
     if (!route.ok) {
       if (route.warn) this.logger?.warn({ method: msg.method }, route.message);
       return reply({ error: { code: -32603, message: route.message } });
     }
+    const call = this.pending.get(route.requestId);
+    if (call) call.asking++;
     try {
       return reply({ result: await route.asker.ask(msg.method, msg.params) });
     } catch (err) {
       const code = typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -32603;
       return reply({ error: { code, message: (err as Error).message } });
+    } finally {
+      if (call) call.asking--;
     }
   }
 
@@ -390,6 +499,7 @@ class Generation {
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(lost);
     this.onClosed?.(this);
     void this.transport.close().catch(() => {});
+    void this.modernTransport?.close().catch(() => {});
   }
 
   private drainResolve: (() => void) | undefined;

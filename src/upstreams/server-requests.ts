@@ -5,19 +5,37 @@
 // that names `sharing: per-agent`.
 import type { ServerRequestAsker } from './connection.js';
 
-export type Route = { ok: true; asker: ServerRequestAsker } | { ok: false; message: string; warn: boolean };
+export type Route =
+  | { ok: true; asker: ServerRequestAsker; requestId: number }
+  | { ok: false; message: string; warn: boolean };
 
+/** A call in flight that could be asked: `asking` counts its questions still unanswered. */
+export interface AskableCall {
+  requestId: number;
+  asker: ServerRequestAsker;
+  asking: number;
+}
+
+/**
+ * `inFlight` in the order the calls were sent. When one agent has several calls in flight, the question goes to its
+ * newest call that is not already waiting for an answer (a 2026 agent may leave a call parked and never come back to
+ * it; that call must not swallow the questions of the agent's next calls), else to its newest call.
+ */
 export function routeServerRequest(
   method: string,
   origin: number | undefined,
-  inFlight: readonly { requestId: number; asker: ServerRequestAsker }[],
+  inFlight: readonly AskableCall[],
 ): Route {
   if (origin !== undefined) {
     const own = inFlight.find((c) => c.requestId === origin);
-    if (own) return { ok: true, asker: own.asker };
+    if (own) return { ok: true, asker: own.asker, requestId: own.requestId };
   }
   const agents = new Set(inFlight.map((c) => c.asker.agentId));
-  if (agents.size === 1) return { ok: true, asker: inFlight[0]!.asker };
+  if (agents.size === 1) {
+    const idle = inFlight.filter((c) => c.asking === 0);
+    const pick = (idle.length > 0 ? idle : inFlight).at(-1)!;
+    return { ok: true, asker: pick.asker, requestId: pick.requestId };
+  }
   if (agents.size === 0)
     return { ok: false, warn: false, message: `toolbus: no agent call in flight can answer ${method}` };
   return {

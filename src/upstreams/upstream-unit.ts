@@ -10,7 +10,7 @@ import type { UpstreamConfig } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AdmissionQueue } from '../pipeline/fair-queue.js';
 import { type BreakerState, CircuitBreaker } from './circuit-breaker.js';
-import { UpstreamConnection, type UpstreamState } from './connection.js';
+import { type ServerRequestAsker, UpstreamConnection, type UpstreamState } from './connection.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { configForSession, ensureSessionCwd, LISTING_KEY, sharingProblems } from './session-config.js';
 import { type SessionInfo, SessionPool } from './session-pool.js';
@@ -136,12 +136,14 @@ export class UpstreamUnit {
     method: string,
     params: Record<string, unknown> | undefined,
     signal: AbortSignal,
+    asker?: ServerRequestAsker,
   ): Promise<Record<string, unknown>> {
+    const opts = asker ? { signal, asker } : { signal };
     if (!this.pool || (method.endsWith('/list') && !this.pool.peek(this.keyOf(agent))))
-      return this.connection.request(method, params, { signal });
+      return this.connection.request(method, params, opts);
     const session = await this.sessionFor(agent, { waitUntil: Date.now() + this.cfg.queueWaitMs, signal });
     try {
-      return await session.connection.request(method, params, { signal });
+      return await session.connection.request(method, params, opts);
     } finally {
       session.release();
     }

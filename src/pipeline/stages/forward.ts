@@ -100,6 +100,8 @@ async function forwardOver(
   const params: Record<string, unknown> = { name: tool.upstreamTool, arguments: args };
   const meta = upstreamMeta(ctx);
   if (meta) params._meta = meta;
+  if (ctx.input?.responses !== undefined) params.inputResponses = ctx.input.responses;
+  if (ctx.input?.state !== undefined) params.requestState = ctx.input.state;
 
   const wire = new AbortController();
   const onAgentAbort = () => wire.abort(ctx.signal.reason);

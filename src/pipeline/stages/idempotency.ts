@@ -156,6 +156,12 @@ export function idempotency(services: PipelineServices): Stage {
     }
     try {
       const result = await next();
+      if (result.resultType === 'input_required') {
+        // Not a completion (DESIGN.md section 13): the upstream wants input first. The key stays open for the
+        // follow-up call, which carries the same key with the answers, and the leases go back until then.
+        await settleFailure(ctx, INPUT_REQUIRED, scope, fence, services);
+        return result;
+      }
       const stored = await store
         .finishWrite({
           scope,
@@ -183,6 +189,9 @@ export function idempotency(services: PipelineServices): Stage {
   };
 }
 
+/** Settles a key whose call came back InputRequiredResult: released like a call the upstream refused. */
+const INPUT_REQUIRED = Symbol('input required');
+
 async function settleFailure(
   ctx: CallContext,
   err: unknown,
@@ -192,7 +201,7 @@ async function settleFailure(
 ): Promise<void> {
   const { store } = services;
   const ttl = services.config().idempotency.ttlMs;
-  const refusedUpstream = err instanceof BusError && NOT_DONE.has(err.category);
+  const refusedUpstream = err === INPUT_REQUIRED || (err instanceof BusError && NOT_DONE.has(err.category));
   try {
     if (!ctx.dispatched || refusedUpstream) await store.releaseKey(scope, ctx.owner, fence);
     else await store.markUnknown(scope, ctx.owner, fence, ttl);

@@ -1,0 +1,259 @@
+// Agents and upstreams of different protocol eras, through the real bus and the reference upstream (official SDK v2,
+// which serves both eras over HTTP). toolbus is told to speak only 2026-07-28 to one entry (`modern`), only 2025 to
+// another (`legacy`), and to pick per request on the third (`both`), so each translation is exercised:
+// - a 2025 agent (official v1 SDK client) uses a 2026-only upstream's multi round-trip tool: the embedded elicitation
+//   requests reach it on its call's stream, and toolbus retries upstream with its answers;
+// - a 2026 agent (official v2 SDK client, pinned to 2026-07-28) uses a 2025 upstream's eliciting tool: it gets an
+//   InputRequiredResult, and its retry completes the upstream's pending request; two such agents at the same moment
+//   each get their own answer back (the 2025 entry is `sharing: per-agent`, so the session says whose call asked:
+//   the reference server sends its requests on the session's standalone stream, not on the call's own);
+// - the upstream's requestState reaches a 2026 agent sealed: altered, or replayed by another agent, it is refused
+//   before anything reaches the upstream;
+// - a keyed write that came back input-required leaves its key open: the follow-up with the same key completes, and a
+//   later retry of the key replays that completion, never the InputRequiredResult.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { type BusProcess, ROOT, startBus, tempDir } from '../helpers/bus-process.js';
+import { post } from '../helpers/mcp-http.js';
+
+const REFERENCE = join(ROOT, 'dist/test/fixtures/reference-server.js');
+const MODERN = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientCapabilities': { elicitation: {}, sampling: {} },
+  'io.modelcontextprotocol/clientInfo': { name: 'eras-test', version: '1.0.0' },
+};
+
+let bus: BusProcess;
+let ref: ChildProcess;
+
+type TextResult = { content: { type: string; text?: string }[]; isError?: boolean; _meta?: Record<string, unknown> };
+const textOf = (r: unknown) => (r as TextResult).content.map((c) => c.text ?? '').join('');
+
+async function startReference(): Promise<number> {
+  ref = spawn(process.execPath, [REFERENCE, '--http', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('reference server did not start')), 10_000);
+    ref.stdout!.on('data', (d: Buffer) => {
+      const m = /listening on (\d+)/.exec(String(d));
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+  });
+}
+
+/** The official v2 client pinned to 2026-07-28, answering elicitation with `answer` after `delayMs`. */
+async function modernAgent(token: string, endpoint: string, answer: Record<string, unknown>, delayMs = 0) {
+  const client = new Client({ name: `eras-${token}`, version: '1.0.0' }, {
+    capabilities: { elicitation: { form: {} } },
+    versionNegotiation: { mode: { pin: '2026-07-28' } },
+  } as never);
+  const asked: string[] = [];
+  client.setRequestHandler('elicitation/create', async (req) => {
+    asked.push(String((req.params as { message?: string }).message));
+    await new Promise((r) => setTimeout(r, delayMs));
+    return { action: 'accept', content: answer } as never;
+  });
+  await client.connect(
+    new StreamableHTTPClientTransport(new URL(`${bus.url}/${endpoint}`), {
+      requestInit: { headers: { authorization: `Bearer ${token}` } },
+    }),
+  );
+  return { client, asked };
+}
+
+describe('agents and upstreams of different protocol eras', () => {
+  before(async () => {
+    const port = await startReference();
+    const url = `http://127.0.0.1:${port}/mcp`;
+    bus = await startBus(
+      `
+store: { kind: sqlite, path: ${join(tempDir(), 'eras.db')} }
+agents:
+  - { id: alice, token: "alice-token-1" }
+  - { id: bob, token: "bob-token-123" }
+upstreams:
+  modern:
+    url: ${url}
+    protocol: "2026-07-28"
+    tools:
+      test_input_required_result_multi_round: { kind: read }
+  legacy:
+    url: ${url}
+    protocol: "2025-11-25"
+    sharing: per-agent
+    tools:
+      test_elicitation: { kind: read }
+  both:
+    url: ${url}
+    tools:
+      test_input_required_result_request_state: { kind: write, idempotency: required }
+`,
+    );
+  });
+  after(async () => {
+    await bus?.stop();
+    ref?.kill();
+  });
+
+  it("a 2025 agent (v1 SDK) answers a 2026-only upstream's input requests on its call's stream", async () => {
+    const client = new ClientV1({ name: 'eras-v1', version: '1.0.0' }, { capabilities: { elicitation: {} } });
+    const asked: string[] = [];
+    client.setRequestHandler(ElicitRequestSchema, async (req) => {
+      asked.push(req.params.message);
+      return { action: 'accept', content: { name: 'Ada', color: 'teal' } };
+    });
+    await client.connect(
+      new TransportV1(new URL(`${bus.url}/modern`), {
+        requestInit: { headers: { authorization: 'Bearer alice-token-1' } },
+      }),
+    );
+    try {
+      const r = await client.callTool({ name: 'test_input_required_result_multi_round', arguments: {} });
+      assert.equal(textOf(r), 'Multi-round complete for Ada who likes teal');
+      assert.deepEqual(asked, ['Step 1: What is your name?', 'Step 2: What is your favorite color?']);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("a 2026 agent (v2 SDK) uses a 2025 upstream's eliciting tool; two agents at once each get their own answer", async () => {
+    const a = await modernAgent('alice-token-1', 'legacy', { response: 'from alice' }, 300);
+    const b = await modernAgent('bob-token-123', 'legacy', { response: 'from bob' }, 50);
+    try {
+      const [ra, rb] = await Promise.all([
+        a.client.callTool({ name: 'test_elicitation', arguments: {} }),
+        b.client.callTool({ name: 'test_elicitation', arguments: {} }),
+      ]);
+      assert.equal(textOf(ra), 'User response: action=accept, content={"response":"from alice"}');
+      assert.equal(textOf(rb), 'User response: action=accept, content={"response":"from bob"}');
+      assert.deepEqual(a.asked, ['Please respond']);
+      assert.deepEqual(b.asked, ['Please respond']);
+    } finally {
+      await a.client.close();
+      await b.client.close();
+    }
+  });
+
+  it('a parked call answers only the agent that holds its state, and a missing answer is asked again', async () => {
+    const url = `${bus.url}/legacy`;
+    const call = (token: string, extra: Record<string, unknown> = {}) =>
+      post(url, token, {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'test_elicitation', arguments: {}, _meta: MODERN, ...extra },
+      });
+    const first = (await call('alice-token-1')).body as { result: Record<string, unknown> };
+    assert.equal(first.result.resultType, 'input_required');
+    const requests = first.result.inputRequests as Record<string, { method: string }>;
+    const [key] = Object.keys(requests);
+    assert.equal(requests[key!]!.method, 'elicitation/create');
+    const state = first.result.requestState as string;
+    // Bob cannot complete Alice's parked call, even with her exact state.
+    const stolen = (
+      await call('bob-token-123', {
+        requestState: state,
+        inputResponses: { [key!]: { action: 'accept', content: { response: 'bob' } } },
+      })
+    ).body as { error: { code: number } };
+    assert.equal(stolen.error.code, -32602);
+    // No answer for the open key: the same question comes back.
+    const again = (await call('alice-token-1', { requestState: state, inputResponses: { other: {} } })).body as {
+      result: Record<string, unknown>;
+    };
+    assert.equal(again.result.resultType, 'input_required');
+    assert.deepEqual(Object.keys(again.result.inputRequests as object), [key]);
+    const done = (
+      await call('alice-token-1', {
+        requestState: again.result.requestState,
+        inputResponses: { [key!]: { action: 'accept', content: { response: 'alice' } } },
+      })
+    ).body as { result: Record<string, unknown> };
+    assert.equal(done.result.resultType, 'complete');
+    assert.equal(textOf(done.result), 'User response: action=accept, content={"response":"alice"}');
+    // The parked call is gone once it completed: its state cannot be used twice.
+    const twice = (
+      await call('alice-token-1', {
+        requestState: again.result.requestState,
+        inputResponses: { [key!]: { action: 'accept', content: {} } },
+      })
+    ).body as { error: { code: number; message: string } };
+    assert.equal(twice.error.code, -32602);
+    assert.match(twice.error.message, /no longer pending/);
+  });
+
+  it("the upstream's requestState is sealed: altered or replayed by another agent it is refused", async () => {
+    const url = `${bus.url}/both`;
+    const call = (token: string, extra: Record<string, unknown>) =>
+      post(url, token, {
+        jsonrpc: '2.0',
+        id: 2,
+        method: 'tools/call',
+        params: {
+          name: 'test_input_required_result_request_state',
+          arguments: { idempotency_key: 'seal-key-1' },
+          _meta: MODERN,
+          ...extra,
+        },
+      });
+    const first = (await call('alice-token-1', {})).body as { result: Record<string, unknown> };
+    assert.equal(first.result.resultType, 'input_required');
+    const state = first.result.requestState as string;
+    assert.match(state, /^tb1\./);
+    const answer = { inputResponses: { confirm: { action: 'accept', content: { ok: true } } } };
+    const flipped = state.slice(0, 10) + (state[10] === 'A' ? 'B' : 'A') + state.slice(11);
+    for (const [token, s] of [
+      ['alice-token-1', flipped],
+      ['bob-token-123', state],
+    ] as const) {
+      const refused = (await call(token, { ...answer, requestState: s })).body as { error: { code: number } };
+      assert.equal(refused.error.code, -32602, `${token} with ${s === state ? 'the real' : 'an altered'} state`);
+    }
+    const done = (await call('alice-token-1', { ...answer, requestState: state })).body as {
+      result: Record<string, unknown>;
+    };
+    assert.equal(done.result.resultType, 'complete');
+    assert.match(textOf(done.result), /state-ok/);
+  });
+
+  it('a keyed write that came back input-required keeps its key open; the completion is what replays', async () => {
+    const url = `${bus.url}/both`;
+    const call = (extra: Record<string, unknown>) =>
+      post(url, 'alice-token-1', {
+        jsonrpc: '2.0',
+        id: 3,
+        method: 'tools/call',
+        params: {
+          name: 'test_input_required_result_request_state',
+          arguments: { idempotency_key: 'mrtr-write-1' },
+          _meta: MODERN,
+          ...extra,
+        },
+      });
+    const first = (await call({})).body as { result: Record<string, unknown> };
+    assert.equal(first.result.resultType, 'input_required');
+    // The same key again without answers: asked again (the key is open, not completed with the question).
+    const second = (await call({})).body as { result: Record<string, unknown> };
+    assert.equal(second.result.resultType, 'input_required');
+    assert.equal((second.result._meta as Record<string, unknown> | undefined)?.['toolbus/replayed'], undefined);
+    const done = (
+      await call({
+        requestState: second.result.requestState,
+        inputResponses: { confirm: { action: 'accept', content: { ok: true } } },
+      })
+    ).body as { result: Record<string, unknown> };
+    assert.match(textOf(done.result), /state-ok/);
+    const replay = (await call({})).body as { result: Record<string, unknown> };
+    assert.equal(replay.result.resultType, 'complete');
+    assert.match(textOf(replay.result), /state-ok/);
+    assert.equal((replay.result._meta as Record<string, unknown>)['toolbus/replayed'], true);
+  });
+});
