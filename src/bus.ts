@@ -389,6 +389,7 @@ export class Bus {
       capabilities: r.connection.serverCapabilities,
       instructions: r.connection.instructions,
       request: (agent, method, params, signal, asker) => r.directoryRequest(agent, method, params, signal, asker),
+      usableBy: (agent) => [...this.catalog.all()].some((t) => t.upstream === r.name && agent.allows(t.name)),
     }));
   }
 

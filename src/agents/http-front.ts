@@ -957,7 +957,9 @@ const ASKING_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read']);
 /** A 2026-07-28 result: caching hints where the revision wants them, and `resultType`. */
 function modernReply(id: string | number, method: string, result: Record<string, unknown>): Reply {
   const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
-  return { jsonrpc: '2.0', id, result: { ...hinted, resultType: 'complete' } };
+  // A tools/call that became a task (SEP-2663) says so; everything else is complete.
+  const resultType = result.resultType === 'task' ? 'task' : 'complete';
+  return { jsonrpc: '2.0', id, result: { ...hinted, resultType } };
 }
 
 function capabilityFor(method: string): string {

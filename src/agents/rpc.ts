@@ -6,7 +6,7 @@ import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context
 import type { CallRunner } from '../pipeline/pipeline.js';
 import type { ServerRequestAsker } from '../upstreams/connection.js';
 import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
-import { rewriteContentUris, type UpstreamDirectory } from './upstream-directory.js';
+import { createdTaskId, rewriteContentUris, type UpstreamDirectory, wrapTaskIds } from './upstream-directory.js';
 
 export const SERVER_INFO = { name: 'toolbus', version: '0.1.0' } as const;
 export const MODERN_VERSION = '2026-07-28';
@@ -97,6 +97,8 @@ export function aggregateDescription(
     .map((u) => `## ${u.name} (tools ${u.name}__*)\n${u.instructions}`);
   const capabilities: Record<string, unknown> = { ...CAPABILITIES };
   if (upstreams.some((u) => u.capabilities?.completions !== undefined)) capabilities.completions = {};
+  const tasks = upstreams.find((u) => u.capabilities?.tasks !== undefined);
+  if (tasks) capabilities.tasks = { list: {}, cancel: {}, requests: { tools: { call: {} } } };
   if (upstreams.some((u) => (u.capabilities?.resources as Record<string, unknown> | undefined)?.subscribe === true))
     capabilities.resources = { listChanged: true, subscribe: true };
   return { capabilities, instructions: [INSTRUCTIONS, ...blocks].join('\n\n') };
@@ -200,6 +202,7 @@ export async function callTool(
     signal: env.signal,
     onProgress: meta?.progressToken !== undefined ? env.progress : undefined,
     asker: askerOf(env),
+    task: params?.task,
     input:
       params?.inputResponses !== undefined || params?.requestState !== undefined
         ? { responses: params.inputResponses, state: params.requestState }
@@ -215,6 +218,11 @@ export async function callTool(
   } catch (err) {
     if (err instanceof UpstreamProtocolRefusal) throw new RpcError(err.code, err.message, err.data);
     throw err;
+  }
+  const taskId = tool ? createdTaskId(result) : undefined;
+  if (tool && taskId !== undefined) {
+    deps.directory.noteTask(env.agent, tool.upstream, taskId);
+    return env.endpoint === undefined ? wrapTaskIds(tool.upstream, result) : result;
   }
   // On /mcp, resource links in a result point at the bus's URIs so the agent can read them.
   if (env.endpoint === undefined && tool && Array.isArray(result.content)) {
@@ -271,6 +279,13 @@ export async function handleRequest(
       return deps.directory.readResource(env.agent, params, env.signal, env.endpoint, askerOf(env));
     case 'prompts/list':
       return deps.directory.listPrompts(env.agent, env.signal, env.endpoint);
+    case 'tasks/get':
+    case 'tasks/result':
+    case 'tasks/cancel':
+    case 'tasks/update':
+      return deps.directory.task(env.agent, method, params, env.signal, env.endpoint);
+    case 'tasks/list':
+      return deps.directory.listTasks(env.agent, env.signal, env.endpoint);
     case 'prompts/get':
       return deps.directory.getPrompt(env.agent, params, env.signal, env.endpoint, askerOf(env));
     default:

@@ -24,6 +24,8 @@ export interface DirectoryUpstream {
     signal: AbortSignal,
     asker?: ServerRequestAsker,
   ): Promise<Record<string, unknown>>;
+  /** Whether the agent may call at least one of this upstream's tools. */
+  usableBy(agent: AgentIdentity): boolean;
 }
 
 const URI_PREFIX = 'toolbus://';
@@ -78,8 +80,86 @@ function mayReadResources(agent: AgentIdentity, upstream: string): boolean {
 
 type Renamer = (up: string, item: Record<string, unknown>) => Record<string, unknown>;
 
+/** Tasks remembered with the agent that created them (the oldest forgotten first). */
+const MAX_TASK_OWNERS = 10_000;
+
+/** A task id on /mcp: `{upstream}__{the upstream's id}`, like tool names. */
+export function wrapTaskIds(upstream: string, result: Record<string, unknown>): Record<string, unknown> {
+  const wrap = (o: Record<string, unknown>) =>
+    typeof o.taskId === 'string' ? { ...o, taskId: `${upstream}__${o.taskId}` } : o;
+  let out = wrap(result);
+  const task = out.task as Record<string, unknown> | undefined;
+  if (task && typeof task === 'object') out = { ...out, task: wrap(task) };
+  if (Array.isArray(out.tasks)) out = { ...out, tasks: (out.tasks as Record<string, unknown>[]).map(wrap) };
+  const meta = out._meta as Record<string, unknown> | undefined;
+  const related = meta?.[RELATED_TASK] as Record<string, unknown> | undefined;
+  if (related && typeof related === 'object') out = { ...out, _meta: { ...meta, [RELATED_TASK]: wrap(related) } };
+  return out;
+}
+
+const RELATED_TASK = 'io.modelcontextprotocol/related-task';
+
+/** The id of the task a tools/call result created (2025: `task.taskId`; 2026-07-28: `taskId`), if any. */
+export function createdTaskId(result: Record<string, unknown>): string | undefined {
+  const task = result.task as Record<string, unknown> | undefined;
+  if (typeof task?.taskId === 'string') return task.taskId;
+  return result.resultType === 'task' && typeof result.taskId === 'string' ? result.taskId : undefined;
+}
+
 export class UpstreamDirectory {
+  /** `{upstream}\u0000{task id}` → the agent whose call created it. */
+  private readonly taskOwners = new Map<string, string>();
+
   constructor(private readonly upstreams: () => DirectoryUpstream[]) {}
+
+  /** Remembers who created a task, so that no other agent can read, answer or cancel it here. */
+  noteTask(agent: AgentIdentity, upstream: string, taskId: string): void {
+    const key = `${upstream}\u0000${taskId}`;
+    this.taskOwners.delete(key);
+    this.taskOwners.set(key, agent.id);
+    if (this.taskOwners.size > MAX_TASK_OWNERS) this.taskOwners.delete(this.taskOwners.keys().next().value!);
+  }
+
+  /**
+   * tasks/get, tasks/result, tasks/cancel, tasks/update: relayed to the upstream whose task it is (on /mcp the id is
+   * `{upstream}__{id}`). A task this replica saw created by another agent is unknown to this one; a task it never saw
+   * (created before a restart, or on another replica) is relayed for any agent that may use the upstream, the
+   * upstream's task ids being unguessable.
+   */
+  async task(
+    agent: AgentIdentity,
+    method: string,
+    params: Record<string, unknown> | undefined,
+    signal: AbortSignal,
+    endpoint?: string,
+  ): Promise<Record<string, unknown>> {
+    const id = params?.taskId;
+    if (typeof id !== 'string' || id.length > 512) throw new RpcError(INVALID_PARAMS, `${method} needs params.taskId`);
+    const target = this.resolveName(id, endpoint);
+    if (!target?.up.usableBy(agent) || !this.mayTouchTask(agent, target.up.name, target.name))
+      throw new RpcError(INVALID_PARAMS, `Unknown task: ${id.slice(0, 200)}`);
+    const res = await this.relay(agent, target.up, method, { ...params, taskId: target.name }, signal);
+    return endpoint === undefined ? wrapTaskIds(target.up.name, res) : res;
+  }
+
+  /** tasks/list: the upstream's tasks on /mcp/{upstream}; on /mcp every upstream's, with their ids wrapped. */
+  listTasks(agent: AgentIdentity, signal: AbortSignal, endpoint?: string) {
+    return this.collect(
+      agent,
+      endpoint,
+      'tasks',
+      'tasks/list',
+      'tasks',
+      signal,
+      (up, t) => wrapTaskIds(up, t),
+      (up, t) => this.find(up)?.usableBy(agent) === true && this.mayTouchTask(agent, up, String(t.taskId)),
+    );
+  }
+
+  private mayTouchTask(agent: AgentIdentity, upstream: string, taskId: string): boolean {
+    const owner = this.taskOwners.get(`${upstream}\u0000${taskId}`);
+    return owner === undefined || owner === agent.id;
+  }
 
   /** The upstreams an endpoint serves: one on /mcp/{upstream}, every ready one on /mcp. */
   private serving(endpoint: string | undefined): DirectoryUpstream[] {

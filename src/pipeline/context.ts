@@ -65,6 +65,8 @@ export interface CallContext {
    * already checked and removed by the front), forwarded with the call.
    */
   readonly input: { readonly responses?: unknown; readonly state?: unknown } | undefined;
+  /** The agent's `task` parameter (2025-11-25 tasks): forwarded, so a task-required tool runs as a task. */
+  readonly task: unknown;
   /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
   readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
   /**

@@ -102,6 +102,7 @@ async function forwardOver(
   if (meta) params._meta = meta;
   if (ctx.input?.responses !== undefined) params.inputResponses = ctx.input.responses;
   if (ctx.input?.state !== undefined) params.requestState = ctx.input.state;
+  if (ctx.task !== undefined) params.task = ctx.task;
 
   const wire = new AbortController();
   const onAgentAbort = () => wire.abort(ctx.signal.reason);
