@@ -459,17 +459,26 @@ async function main() {
       }
     }
 
+    const one = async (leg, set) => {
+      if (leg.available === false) return { leg: leg.id, set, unavailable: true, results: {} };
+      const t0 = Date.now();
+      const { results } = await runSuite(leg.url, set, opts.timeoutMs);
+      process.stderr.write(`conformance: ${leg.id} ${set} done in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+      return { leg: leg.id, set, results };
+    };
+    // On a shared stdio link nothing says which of one agent's concurrent calls an upstream's question belongs to
+    // (docs/protocol.md): the suite's scenarios run one at a time, so the two sets on that leg do too.
     const tasks = [];
-    for (const leg of legs)
-      for (const set of opts.sets)
+    for (const leg of legs) {
+      if (leg.id === 'bus-ref-stdio') {
         tasks.push(async () => {
-          if (leg.available === false) return { leg: leg.id, set, unavailable: true, results: {} };
-          const t0 = Date.now();
-          const { results } = await runSuite(leg.url, set, opts.timeoutMs);
-          process.stderr.write(`conformance: ${leg.id} ${set} done in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-          return { leg: leg.id, set, results };
+          const out = [];
+          for (const set of opts.sets) out.push(await one(leg, set));
+          return out;
         });
-    const runs = await pool(tasks, opts.jobs);
+      } else for (const set of opts.sets) tasks.push(() => one(leg, set));
+    }
+    const runs = (await pool(tasks, opts.jobs)).flat();
 
     const rows = [];
     for (const set of opts.sets)

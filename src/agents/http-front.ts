@@ -5,15 +5,17 @@
 // the request boundary: nothing a request does can throw past it, and every byte that leaves goes through the
 // secret redactor and the response cap. The MCP methods themselves live in rpc.ts and the pipeline.
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { HeaderDeclaration } from '../catalog/mcp-param-headers.js';
 import type { Limits } from '../config/schema.js';
 import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
+import { type HeaderRefusal, headerRefusal } from './header-checks.js';
 import { envelopeRefusal, isModernEnvelope } from './modern-envelope.js';
 import { originGuard } from './origin-guard.js';
 import { PARKED_STATE, ParkedCall } from './parked-calls.js';
@@ -498,8 +500,10 @@ export class HttpFront {
         );
       } else if (typeof m.method === 'string' && m.id !== undefined && m.id !== null) {
         // A 2026-07-28 request whose envelope is broken is refused before anything runs (SEP-2575).
-        const refusal = isModernEnvelope(m.method, m.params, headerVersion)
-          ? envelopeRefusal(m.method, m.params, headerVersion)
+        const modern = isModernEnvelope(m.method, m.params, headerVersion);
+        const refusal = modern
+          ? (envelopeRefusal(m.method, m.params, headerVersion) ??
+            (batch ? null : this.headersDisagree(req.headers, m, endpoint)))
           : null;
         if (refusal === null) entries.push(m);
         else if (!batch) {
@@ -895,6 +899,24 @@ export class HttpFront {
     } finally {
       inflight.delete(id);
     }
+  }
+
+  /** SEP-2243: headers that mirror the body must agree with it (header-checks.ts). Single requests only. */
+  private headersDisagree(
+    headers: IncomingHttpHeaders,
+    m: JsonRpcMessage,
+    endpoint: string | undefined,
+  ): HeaderRefusal | null {
+    const params =
+      m.params !== null && typeof m.params === 'object' ? (m.params as Record<string, unknown>) : undefined;
+    const name = params?.name;
+    let decls: HeaderDeclaration[] = [];
+    if (m.method === 'tools/call' && typeof name === 'string' && name.length <= 128) {
+      const { catalog } = this.opts.deps;
+      const tool = endpoint === undefined ? catalog.get(name) : catalog.byUpstreamName(endpoint, name);
+      decls = tool?.headerDeclarations ?? [];
+    }
+    return headerRefusal(headers, m.method as string, params, decls);
   }
 
   private failure(id: string | number, method: string, err: unknown): Reply {

@@ -20,6 +20,9 @@ const MODERN_METHODS = new Set([
   'prompts/get',
   'completion/complete',
   'subscriptions/listen',
+  'tasks/get',
+  'tasks/update',
+  'tasks/cancel',
 ]);
 
 export interface EnvelopeRefusal {

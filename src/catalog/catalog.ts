@@ -2,6 +2,7 @@
 // (kind, key rule, lease templates, timeout) and the tightened schema agents see and the bus validates.
 import type { ValidateFunction } from 'ajv';
 import type { ToolPolicy, UpstreamConfig } from '../config/schema.js';
+import { type HeaderDeclaration, headerDeclarations } from './mcp-param-headers.js';
 import { compileValidator, tightenSchema } from './schema-tools.js';
 
 export type ToolKind = 'read' | 'write';
@@ -29,6 +30,8 @@ export interface CatalogTool {
   readonly forwardKey: boolean;
   /** The definition agents see in tools/list. */
   readonly definition: Record<string, unknown>;
+  /** Arguments the 2026-07-28 revision mirrors in `Mcp-Param-*` headers (the schema's `x-mcp-header`). */
+  readonly headerDeclarations: HeaderDeclaration[];
   /** Validates the arguments without the key. */
   readonly validate: ValidateFunction;
 }
@@ -185,6 +188,7 @@ export class Catalog {
         hardTimeoutMs: Math.round(timeoutMs * cfg.progressExtendsUpTo),
         forwardKey,
         definition,
+        headerDeclarations: headerDeclarations(tool.inputSchema),
         validate,
       });
     }

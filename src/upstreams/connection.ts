@@ -38,6 +38,8 @@ export interface UpstreamRequestOptions {
   timeoutMs?: number;
   /** Upstream notifications/progress for this request. */
   onProgress?: (params: Record<string, unknown>) => void;
+  /** HTTP headers for a 2026-07-28 request (SEP-2243 `Mcp-Param-*`); never sent in a 2025 session. */
+  headers?: Record<string, string> | undefined;
   /** Called right before the request is handed to the transport (the "first byte" moment). */
   onSent?: () => void;
   /**
@@ -74,6 +76,8 @@ interface Pending {
   asker: ServerRequestAsker | undefined;
   /** Questions of the upstream routed to this call and not answered yet. */
   asking: number;
+  /** The transport the request went on. */
+  transport: StdioLink | StreamableHTTPClientTransport;
   cleanup: () => void;
 }
 
@@ -155,12 +159,12 @@ class Generation {
         const modern = new StreamableHTTPClientTransport(new URL(cfg.url), {
           fetch: (url, init) => this.fetchWithHeaders(url, init),
         });
-        modern.onmessage = (msg: unknown) => this.receive(msg as JsonRpc);
+        modern.onmessage = (msg: unknown) => this.receive(msg as JsonRpc, modern);
         modern.onerror = (err) => this.logger?.debug({ err: err.message }, 'upstream transport error (2026-07-28)');
         this.modernTransport = modern;
       }
     }
-    this.transport.onmessage = (msg: unknown) => this.receive(msg as JsonRpc);
+    this.transport.onmessage = (msg: unknown) => this.receive(msg as JsonRpc, this.transport);
     this.transport.onclose = () => this.fail('connection closed');
     this.transport.onerror = (err) => this.logger?.debug({ err: err.message }, 'upstream transport error');
   }
@@ -362,6 +366,7 @@ class Generation {
         progressToken,
         asker: opts.asker,
         asking: 0,
+        transport,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -370,7 +375,8 @@ class Generation {
       this.pending.set(id, entry);
       if (progressToken) this.byToken.set(progressToken, entry);
       opts.onSent?.();
-      transport.send(message as never).catch((err: unknown) => this.sendFailed(id, err, transport));
+      const headers = opts.headers && transport === this.modernTransport ? { headers: opts.headers } : undefined;
+      transport.send(message as never, headers).catch((err: unknown) => this.sendFailed(id, err, transport));
     });
   }
 
@@ -438,7 +444,7 @@ class Generation {
     return p;
   }
 
-  private receive(msg: JsonRpc): void {
+  private receive(msg: JsonRpc, from: StdioLink | StreamableHTTPClientTransport): void {
     if (msg.id !== undefined && msg.method === undefined) {
       const p = this.settle(msg.id as number);
       if (!p) return;
@@ -447,7 +453,7 @@ class Generation {
       return;
     }
     if (msg.method && msg.id !== undefined) {
-      void this.answerServerRequest(msg as ServerRequest);
+      void this.answerServerRequest(msg as ServerRequest, from);
       return;
     }
     if (msg.method === 'notifications/progress') {
@@ -463,15 +469,19 @@ class Generation {
    * A request from the upstream: ping and roots are answered here (roots from config, never from an agent); sampling
    * and elicitation go to the agent whose call caused them (server-requests.ts decides which, or refuses).
    */
-  private async answerServerRequest(msg: ServerRequest): Promise<void> {
+  private async answerServerRequest(
+    msg: ServerRequest,
+    from: StdioLink | StreamableHTTPClientTransport,
+  ): Promise<void> {
     const reply = (body: Pick<JsonRpc, 'result' | 'error'>) =>
       this.transport.send({ jsonrpc: '2.0', id: msg.id, ...body } as never).catch(() => {});
     if (msg.method === 'ping') return reply({ result: {} });
     if (msg.method === 'roots/list') return reply({ result: { roots: this.cfg.roots ?? [] } });
     const origin = this.streamOrigin.get(String(msg.id));
     this.streamOrigin.delete(String(msg.id));
+    // Only calls sent on the transport the question came on can have asked it (a 2026-07-28 call never does).
     const askers = [...this.pending.entries()]
-      .filter(([, p]) => p.asker !== undefined)
+      .filter(([, p]) => p.asker !== undefined && p.transport === from)
       .map(([id, p]) => ({ requestId: id, asker: p.asker!, asking: p.asking }));
     const route = routeServerRequest(msg.method, origin, askers);
     if (!route.ok) {

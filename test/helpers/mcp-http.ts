@@ -17,6 +17,30 @@ export interface AgentClientOptions {
 
 let nextId = 1;
 
+/**
+ * The headers a 2026-07-28 client sends with a request (SEP-2243): its method and the name it targets, mirrored from
+ * the body. Only for a single 2026 request; a test that wants them absent or wrong passes its own.
+ */
+export function mirroredHeaders(body: unknown): Record<string, string> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return {};
+  const m = body as { method?: unknown; params?: Record<string, unknown> };
+  const meta = m.params?._meta as Record<string, unknown> | undefined;
+  const modern = meta?.['io.modelcontextprotocol/protocolVersion'] !== undefined || m.method === 'server/discover';
+  if (typeof m.method !== 'string' || !modern) return {};
+  const name =
+    m.method === 'resources/read'
+      ? m.params?.uri
+      : m.method === 'tools/call' || m.method === 'prompts/get'
+        ? m.params?.name
+        : undefined;
+  return {
+    'mcp-method': m.method,
+    ...(typeof name === 'string'
+      ? { 'mcp-name': encodeURIComponent(name) === name ? name : `=?base64?${Buffer.from(name).toString('base64')}?=` }
+      : {}),
+  };
+}
+
 export async function post(
   url: string,
   token: string | null,
@@ -29,6 +53,7 @@ export async function post(
       'content-type': 'application/json',
       accept: 'application/json, text/event-stream',
       ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...mirroredHeaders(body),
       ...headers,
     },
     body: typeof body === 'string' ? body : JSON.stringify(body),

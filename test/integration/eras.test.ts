@@ -95,6 +95,7 @@ upstreams:
     url: ${url}
     tools:
       test_input_required_result_request_state: { kind: write, idempotency: required }
+      test_custom_header: { kind: read }
 `,
     );
   });
@@ -222,6 +223,39 @@ upstreams:
     };
     assert.equal(done.result.resultType, 'complete');
     assert.match(textOf(done.result), /state-ok/);
+  });
+
+  it('SEP-2243: headers that disagree with the body are -32020 (HTTP 400); Mcp-Param headers reach the upstream', async () => {
+    const url = `${bus.url}/both`;
+    const body = (region: string) => ({
+      jsonrpc: '2.0',
+      id: 4,
+      method: 'tools/call',
+      params: { name: 'test_custom_header', arguments: { region }, _meta: MODERN },
+    });
+    const base = { 'mcp-method': 'tools/call', 'mcp-name': 'test_custom_header' };
+    const cases: [string, Record<string, string>][] = [
+      ['a method header naming another method', { ...base, 'mcp-method': 'tools/list', 'mcp-param-region': 'eu' }],
+      ['no method header', { 'mcp-name': 'test_custom_header', 'mcp-param-region': 'eu' }],
+      ['a name header naming another tool', { ...base, 'mcp-name': 'other', 'mcp-param-region': 'eu' }],
+      ['no name header', { 'mcp-method': 'tools/call', 'mcp-param-region': 'eu' }],
+      ['no param header while the body has the argument', base],
+      ['a param header that disagrees', { ...base, 'mcp-param-region': 'us' }],
+      ['a param header whose Base64 is not canonical', { ...base, 'mcp-param-region': '=?base64?ZX!?=' }],
+    ];
+    for (const [what, headers] of cases) {
+      const r = await post(url, 'alice-token-1', body('eu'), { 'mcp-method': '', 'mcp-name': '', ...headers });
+      assert.equal(r.status, 400, what);
+      assert.equal((r.body as { error: { code: number } }).error.code, -32020, what);
+    }
+    // Agreeing headers, one of them in Base64: the call goes through, and the upstream (which checks them too) got
+    // the header from toolbus, or it would have refused.
+    const ok = await post(url, 'alice-token-1', body('Zürich'), {
+      ...base,
+      'mcp-param-region': `=?base64?${Buffer.from('Zürich').toString('base64')}?=`,
+    });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(textOf((ok.body as { result: unknown }).result), 'region=Zürich');
   });
 
   it('a keyed write that came back input-required keeps its key open; the completion is what replays', async () => {

@@ -1,6 +1,7 @@
 // Stage 8, the last: the only stage that talks to an upstream. It owns the call's deadline on the wire (progress may
 // extend it up to a hard cap), relays cancellation and progress, feeds the circuit breaker, and turns every upstream
 // failure into a category of the error table. Nothing here re-runs the stages before it.
+import { paramHeaders } from '../../catalog/mcp-param-headers.js';
 import { BusError, errorResult } from '../../errors.js';
 import {
   PASSED_THROUGH_CODES,
@@ -135,6 +136,7 @@ async function forwardOver(
       signal: wire.signal,
       onProgress,
       ...(ctx.asker ? { asker: ctx.asker } : {}),
+      headers: paramHeaders(tool.headerDeclarations, args),
       onSent: () => {
         ctx.dispatched = true;
       },
