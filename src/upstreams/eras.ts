@@ -13,8 +13,8 @@ export const CLIENT_INFO_META = 'io.modelcontextprotocol/clientInfo';
 
 export type Era = 'legacy' | 'modern';
 
-/** Rounds of input a translated call may take before toolbus gives up on it. */
-const MAX_ROUNDS = 8;
+/** Rounds of input a translated call may take before toolbus gives up on it (an upstream that never completes). */
+export const MAX_ROUNDS = 8;
 
 export function isModernMeta(meta: unknown): boolean {
   if (meta === null || typeof meta !== 'object') return false;
@@ -71,6 +71,7 @@ export async function answerInputRounds(
       const { resultType: _drop, ...rest } = result;
       return rest;
     }
+    if (round === MAX_ROUNDS) break;
     const requests = (result.inputRequests ?? {}) as Record<string, { method?: unknown; params?: unknown }>;
     const responses: Record<string, unknown> = {};
     for (const [key, req] of Object.entries(requests)) {
@@ -87,5 +88,5 @@ export async function answerInputRounds(
       ...(result.requestState !== undefined ? { requestState: result.requestState } : {}),
     };
   }
-  throw new UpstreamRpcError(-32603, `toolbus: the upstream asked for input more than ${MAX_ROUNDS} times`);
+  throw new UpstreamRpcError(-32603, `toolbus: the upstream still asked for input after ${MAX_ROUNDS} rounds`);
 }

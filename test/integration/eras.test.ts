@@ -85,6 +85,7 @@ upstreams:
     protocol: "2026-07-28"
     tools:
       test_input_required_result_multi_round: { kind: read }
+      test_input_required_forever: { kind: read }
   legacy:
     url: ${url}
     protocol: "2025-11-25"
@@ -120,6 +121,30 @@ upstreams:
       const r = await client.callTool({ name: 'test_input_required_result_multi_round', arguments: {} });
       assert.equal(textOf(r), 'Multi-round complete for Ada who likes teal');
       assert.deepEqual(asked, ['Step 1: What is your name?', 'Step 2: What is your favorite color?']);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('an upstream that asks for input forever is stopped after 8 rounds with a structured error', async () => {
+    const client = new ClientV1({ name: 'eras-v1-forever', version: '1.0.0' }, { capabilities: { elicitation: {} } });
+    let asked = 0;
+    client.setRequestHandler(ElicitRequestSchema, async () => {
+      asked++;
+      return { action: 'accept', content: { again: 'yes' } };
+    });
+    await client.connect(
+      new TransportV1(new URL(`${bus.url}/modern`), {
+        requestInit: { headers: { authorization: 'Bearer alice-token-1' } },
+      }),
+    );
+    try {
+      const r = (await client.callTool({ name: 'test_input_required_forever', arguments: {} })) as TextResult;
+      assert.equal(r.isError, true);
+      const err = r._meta?.['toolbus/error'] as { category: string; message: string };
+      assert.equal(err.category, 'upstream_error');
+      assert.match(err.message, /after 8 rounds/);
+      assert.equal(asked, 8);
     } finally {
       await client.close();
     }
