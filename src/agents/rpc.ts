@@ -2,7 +2,7 @@
 // the result. Both protocol eras are served here: the 2025 revisions (initialize handshake, optional session) and the
 // stateless 2026-07-28 revision (server/discover, protocol version and capabilities in every request's _meta).
 import type { Catalog } from '../catalog/catalog.js';
-import type { AgentIdentity, CallContext, ToolResult } from '../pipeline/context.js';
+import { type AgentIdentity, type CallContext, Dispatch, type ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
 import type { ServerRequestAsker } from '../upstreams/connection.js';
 import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
@@ -207,8 +207,7 @@ export async function callTool(
       params?.inputResponses !== undefined || params?.requestState !== undefined
         ? { responses: params.inputResponses, state: params.requestState }
         : undefined,
-    beforeSend: undefined,
-    dispatched: false,
+    dispatch: new Dispatch(),
     timedOut: false,
     outcome: 'pending',
   };

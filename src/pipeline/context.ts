@@ -75,12 +75,44 @@ export interface CallContext {
    * idempotency stage completes the key and releases these grants in one step as well.
    */
   prepared?: PreparedWrite;
-  /** Run by forward right before the first byte goes upstream (idempotency persists `dispatched` here). */
-  beforeSend: (() => Promise<void>) | undefined;
-  /** True once the request was handed to the upstream transport. */
-  dispatched: boolean;
+  /** Whether the call's bytes went upstream, and what must happen right before they do. */
+  readonly dispatch: Dispatch;
   /** True when the call's own deadline passed while it was with the upstream. */
   timedOut: boolean;
   /** How the call ended, for audit and metrics: ok, replayed, joined, or an error category. */
   outcome: string;
+}
+
+/**
+ * The moment a call goes upstream, as one typed object instead of hooks on the context: the idempotency stage guards
+ * it (persisting `dispatched` first, and refusing when its claim was lost), the forward stage passes it and says
+ * whether the bytes were written, and the stages that settle a key read the outcome.
+ */
+export class Dispatch {
+  private guard: (() => Promise<void>) | undefined;
+  private written = false;
+
+  /** Runs `guard` right before the first byte goes upstream; a guard that throws stops the send. */
+  guardWith(guard: () => Promise<void>): void {
+    this.guard = guard;
+  }
+
+  async beforeSend(): Promise<void> {
+    await this.guard?.();
+  }
+
+  /** The request was handed to the upstream transport. */
+  markSent(): void {
+    this.written = true;
+  }
+
+  /** The request was refused before the upstream did anything with it: for the key, as if never sent. */
+  markNotDone(): void {
+    this.written = false;
+  }
+
+  /** True once the request was handed to the upstream, unless it was then refused untouched. */
+  get sent(): boolean {
+    return this.written;
+  }
 }

@@ -141,7 +141,7 @@ export function createCallRunner(
         const err =
           !(thrown instanceof BusError) && ctx.signal.aborted
             ? new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
-                retryable: !ctx.dispatched,
+                retryable: !ctx.dispatch.sent,
               })
             : passThrough
               ? new BusError(
@@ -181,7 +181,7 @@ export function createCallRunner(
           children.push({ name: 'lease wait', kind: SpanKind.INTERNAL, startMs: tLease, endMs: tQueue ?? ended });
         if (tQueue !== undefined)
           children.push({ name: 'queue wait', kind: SpanKind.INTERNAL, startMs: tQueue, endMs: tUp ?? ended });
-        if (tUp !== undefined && ctx.dispatched)
+        if (tUp !== undefined && ctx.dispatch.sent)
           children.push({ name: 'upstream call', kind: SpanKind.CLIENT, startMs: tUp, endMs: ended, upstream: true });
         span.end(
           ended,

@@ -57,7 +57,7 @@ export function forward(services: PipelineServices): Stage {
         retryAfterMs: 1000,
       });
     // The agent's own session in per-agent/per-tenant mode (opened on first use), the shared connection otherwise.
-    // Taken before beforeSend: a call refused here was never dispatched, so its key is released for the retry.
+    // Taken before the dispatch guard runs: a call refused here was never dispatched, so its key is released for the retry.
     const queueWaitMs = services.config().upstreams[tool.upstream]?.queueWaitMs ?? 10_000;
     let session: UpstreamSession;
     try {
@@ -95,7 +95,7 @@ async function forwardOver(
       },
     );
   }
-  if (ctx.beforeSend) await ctx.beforeSend();
+  await ctx.dispatch.beforeSend();
 
   const args = tool.forwardKey && ctx.key !== undefined ? { ...ctx.args, idempotency_key: ctx.key } : ctx.args;
   const params: Record<string, unknown> = { name: tool.upstreamTool, arguments: args };
@@ -137,9 +137,7 @@ async function forwardOver(
       onProgress,
       ...(ctx.asker ? { asker: ctx.asker } : {}),
       headers: paramHeaders(tool.headerDeclarations, args),
-      onSent: () => {
-        ctx.dispatched = true;
-      },
+      onSent: () => ctx.dispatch.markSent(),
     });
     session.breaker.success();
     return result.isError === true ? toolErrorResult(result, tool.name) : result;
@@ -179,7 +177,7 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices, 
   const runtime = services.upstream(tool.upstream)!;
   const isWrite = tool.kind === 'write';
   if (ctx.timedOut) {
-    if (isWrite && ctx.dispatched) {
+    if (isWrite && ctx.dispatch.sent) {
       return new BusError(
         'outcome_unknown',
         'write_timed_out',
@@ -187,30 +185,30 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices, 
       );
     }
     return new BusError('timeout', 'deadline_exceeded', `${tool.name} ran past its deadline.`, {
-      retryable: !isWrite || !ctx.dispatched,
+      retryable: !isWrite || !ctx.dispatch.sent,
       retryAfterMs: 0,
     });
   }
   if (ctx.signal.aborted) {
     return new BusError('timeout', 'cancelled', 'The call was cancelled by the agent.', {
-      retryable: !isWrite || !ctx.dispatched,
+      retryable: !isWrite || !ctx.dispatch.sent,
     });
   }
   if (err instanceof BusError) {
     // Raised by the connection before anything was written (an OAuth upstream that needs a login).
-    ctx.dispatched = false;
+    ctx.dispatch.markNotDone();
     return err;
   }
   if (err instanceof UpstreamLocalError) {
     // Nothing was written and the upstream did nothing wrong: the breaker does not hear of it.
-    ctx.dispatched = false;
+    ctx.dispatch.markNotDone();
     return new BusError('internal', 'request_not_serializable', 'The call could not be encoded for the upstream.');
   }
   if (err instanceof UpstreamUnavailable) {
     // While the connection is restarting, supervision already fails calls fast: only failures of a connection that
     // looked ready count towards opening the breaker.
     if (session.connection.state === 'ready') session.breaker.failure();
-    ctx.dispatched = false;
+    ctx.dispatch.markNotDone();
     return new BusError(
       'upstream_unavailable',
       'upstream_down',
@@ -222,7 +220,7 @@ function mapFailure(err: unknown, ctx: CallContext, services: PipelineServices, 
   }
   if (err instanceof UpstreamRateLimited) {
     runtime.queue.pause(err.retryAfterMs);
-    ctx.dispatched = false;
+    ctx.dispatch.markNotDone();
     return new BusError('rate_limited', 'upstream_429', `Upstream ${tool.upstream} asked the bus to slow down.`, {
       retryAfterMs: err.retryAfterMs,
     });

@@ -143,7 +143,7 @@ export function idempotency(services: PipelineServices): Stage {
     }, renewEvery);
     renewal.unref();
     if (!dispatched) {
-      ctx.beforeSend = async () => {
+      ctx.dispatch.guardWith(async () => {
         const ok = await guardStore(() => store.markDispatched(scope, ctx.owner, fence, cfg.claimTtlMs));
         if (!ok) {
           // Our claim was taken over (we stalled past its expiry): another call owns the key now; sending would
@@ -152,7 +152,7 @@ export function idempotency(services: PipelineServices): Stage {
             retryAfterMs: 500,
           });
         }
-      };
+      });
     }
     try {
       const result = await next();
@@ -203,7 +203,7 @@ async function settleFailure(
   const ttl = services.config().idempotency.ttlMs;
   const refusedUpstream = err === INPUT_REQUIRED || (err instanceof BusError && NOT_DONE.has(err.category));
   try {
-    if (!ctx.dispatched || refusedUpstream) await store.releaseKey(scope, ctx.owner, fence);
+    if (!ctx.dispatch.sent || refusedUpstream) await store.releaseKey(scope, ctx.owner, fence);
     else await store.markUnknown(scope, ctx.owner, fence, ttl);
   } catch (storeErr) {
     // The store is down: the claim expires by itself (claimed → free, dispatched → unknown), which is what we wanted.
