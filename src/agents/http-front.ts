@@ -13,14 +13,16 @@ import type { HeaderDeclaration } from '../catalog/mcp-param-headers.js';
 import type { Limits } from '../config/schema.js';
 import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
+import { AgentAsks } from './agent-asks.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
 import { type HeaderRefusal, headerRefusal } from './header-checks.js';
+import { cannotAsk, InputRounds, type Opened } from './input-rounds.js';
 import { envelopeRefusal, isModernEnvelope } from './modern-envelope.js';
 import { originGuard } from './origin-guard.js';
-import { PARKED_STATE, ParkedCall } from './parked-calls.js';
+import type { ParkedCall } from './parked-calls.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
-import { RequestStateSeal, type SealBinding } from './request-state.js';
+import type { SealBinding } from './request-state.js';
 import {
   CACHEABLE,
   type CallEnv,
@@ -114,12 +116,10 @@ export class HttpFront {
   /** Open 2026-07-28 `subscriptions/listen` streams. */
   private readonly listeners = new Set<Listener>();
   /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
-  private readonly asks = new Map<string, { agentId: string; settle: (reply: JsonRpcMessage) => void }>();
-  private askSeq = 0;
-  /** Seals upstreams' requestState for 2026-07-28 agents (request-state.ts). */
-  private readonly seal = new RequestStateSeal();
-  /** 2026-07-28 agents' calls waiting for their answers (parked-calls.ts), by id. */
-  private readonly parked = new Map<string, ParkedCall<Record<string, unknown>>>();
+  /** Upstream requests relayed to 2025 agents on their calls' SSE streams, awaiting the agents' answers. */
+  private readonly asks = new AgentAsks();
+  /** Multi round-trip requests of 2026-07-28 agents: sealed states and parked calls (input-rounds.ts). */
+  private readonly rounds = new InputRounds();
   /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
   private draining = false;
   /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
@@ -514,8 +514,7 @@ export class HttpFront {
         this.notification(m, session, req.socket);
       } else if (m.id !== undefined && m.id !== null && ('result' in m || 'error' in m)) {
         // The agent's answer to a request toolbus relayed from an upstream; only the agent asked may answer it.
-        const ask = this.asks.get(String(m.id));
-        if (ask && ask.agentId === agent.id) ask.settle(m);
+        this.asks.answer(agent.id, m);
       }
     }
     if (entries.length === 0) {
@@ -685,7 +684,7 @@ export class HttpFront {
     const askFor =
       (signal: AbortSignal) =>
       (method: string, params: Record<string, unknown> | undefined, caps: Record<string, unknown>) =>
-        this.ask(agent, caps, method, params, signal, (msg) => {
+        this.asks.ask(agent.id, caps, method, params, signal, (msg) => {
           const text = this.opts.redact(JSON.stringify(msg));
           budget.left -= text.length;
           writeText(text);
@@ -715,49 +714,6 @@ export class HttpFront {
       })
       .catch((err: unknown) => this.opts.logger.error({ err }, 'SSE response failed'))
       .finally(() => res.end());
-  }
-
-  /**
-   * Sends an upstream's request (sampling/createMessage, elicitation/create) to the agent on its call's SSE stream and
-   * waits for the answer the agent POSTs back. Never to an agent whose client did not declare the capability.
-   */
-  private ask(
-    agent: AgentIdentity,
-    caps: Record<string, unknown>,
-    method: string,
-    params: Record<string, unknown> | undefined,
-    signal: AbortSignal,
-    write: (msg: Record<string, unknown>) => void,
-  ): Promise<Record<string, unknown>> {
-    const needed =
-      method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : '';
-    if (!needed || caps[needed] === undefined) {
-      return Promise.reject(
-        Object.assign(new Error(`the agent's client does not support ${method}`), { code: METHOD_NOT_FOUND }),
-      );
-    }
-    const id = `toolbus-${++this.askSeq}-${Math.random().toString(36).slice(2, 10)}`;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.asks.delete(id);
-        reject(new Error(`the agent did not answer ${method} in time`));
-      }, 10 * 60_000).unref();
-      const onAbort = () => this.asks.get(id)?.settle({ error: { code: -32603, message: 'the agent went away' } });
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.asks.set(id, {
-        agentId: agent.id,
-        settle: (reply) => {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', onAbort);
-          this.asks.delete(id);
-          if (reply.error !== undefined) {
-            const e = reply.error as { code?: number; message?: string };
-            reject(Object.assign(new Error(e.message ?? 'error'), { code: e.code ?? -32603 }));
-          } else resolve((reply.result ?? {}) as Record<string, unknown>);
-        },
-      });
-      write({ jsonrpc: '2.0', id, method, ...(params ? { params } : {}) });
-    });
   }
 
   /** One controller per request (cancellable one by one); all abort if the agent goes away before the reply. */
@@ -822,23 +778,12 @@ export class HttpFront {
     }
     if (method === 'initialize' && modern)
       return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
-    // A multi round-trip retry brings back the requestState toolbus sealed; the upstream gets its own state back.
+    // A multi round-trip retry brings back the requestState toolbus sealed (input-rounds.ts).
     const binding = { agentId: agent.id, endpoint, method, params };
-    let forwarded = params;
-    if (modern && params?.requestState !== undefined) {
-      const opened = this.seal.open(binding, params.requestState);
-      if (!opened) {
-        return rpcError(
-          id,
-          -32602,
-          'Invalid params: requestState was not issued by toolbus for this agent and request, or was altered',
-        );
-      }
-      const { requestState: _sealed, ...rest } = params;
-      forwarded = opened.inner === undefined ? rest : { ...rest, requestState: opened.inner };
-      const parkId = (opened.inner as Record<string, unknown> | null | undefined)?.[PARKED_STATE];
-      if (typeof parkId === 'string') return this.resume(id, parkId, params, binding);
-    }
+    const opened: Opened = modern ? this.rounds.open(binding) : { kind: 'run', params };
+    if (opened.kind === 'refuse') return rpcError(id, -32602, opened.message);
+    if (opened.kind === 'resume') return this.resume(id, opened.call, binding);
+    const forwarded = opened.params;
     const inflight = this.inflightFor(session, socket);
     // A second request with an id already in flight on this session/connection would hijack its cancellation.
     if (inflight.has(id)) return rpcError(id, INVALID_REQUEST, 'Invalid Request: this id is already in flight');
@@ -848,8 +793,7 @@ export class HttpFront {
       session?.clientCapabilities ??
       (((params?._meta as Record<string, unknown> | undefined)?.['io.modelcontextprotocol/clientCapabilities'] ??
         {}) as Record<string, unknown>);
-    const parking =
-      modern && ASKING_METHODS.has(method) ? new ParkedCall<Record<string, unknown>>(agent.id, this.unpark) : undefined;
+    const parking = modern ? this.rounds.parkable(agent.id, method) : undefined;
     const env: CallEnv = {
       agent,
       endpoint,
@@ -859,10 +803,7 @@ export class HttpFront {
       // A 2026-07-28 agent is asked through an InputRequiredResult (parked-calls.ts); a 2025 one on its call's SSE
       // stream. On a JSON response nothing can be sent to the agent mid-call: the asker refuses.
       ask: parking
-        ? (method: string, p: Record<string, unknown> | undefined) =>
-            caps[capabilityFor(method)] === undefined
-              ? parking.refuse(method, capabilityFor(method))
-              : parking.ask(method, p)
+        ? this.rounds.askerFor(parking, caps)
         : ask && !modern
           ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
           : (method: string) => Promise.reject(cannotAsk(method)),
@@ -879,20 +820,11 @@ export class HttpFront {
         : {}),
     };
     try {
-      let result: Record<string, unknown>;
-      if (parking) {
-        const step = await parking.next(handleRequest(this.opts.deps, env, method, forwarded));
-        if ('input' in step) return this.park(id, parking, step.input, binding);
-        result = step.done;
-      } else result = await handleRequest(this.opts.deps, env, method, forwarded);
-      if (!modern) return { jsonrpc: '2.0', id, result };
-      if (result.resultType === 'input_required') {
-        const sealed =
-          result.requestState === undefined
-            ? result
-            : { ...result, requestState: this.seal.seal(binding, result.requestState) };
-        return { jsonrpc: '2.0', id, result: sealed };
-      }
+      const running = handleRequest(this.opts.deps, env, method, forwarded);
+      if (!modern) return { jsonrpc: '2.0', id, result: await running };
+      const result = parking
+        ? await this.rounds.step(parking, binding, running)
+        : this.rounds.sealed(await running, binding);
       return modernReply(id, method, result);
     } catch (err) {
       return this.failure(id, method, err);
@@ -919,80 +851,32 @@ export class HttpFront {
     return headerRefusal(headers, m.method as string, params, decls);
   }
 
+  /** The retry of a parked call (input-rounds.ts): the call's next step, not a new run of the request. */
+  private async resume(
+    id: string | number,
+    call: ParkedCall<Record<string, unknown>>,
+    binding: SealBinding,
+  ): Promise<Reply> {
+    try {
+      const r = await this.rounds.resume(call, binding);
+      return r.kind === 'refuse' ? rpcError(id, -32602, r.message) : modernReply(id, binding.method, r.result);
+    } catch (err) {
+      return this.failure(id, binding.method, err);
+    }
+  }
+
   private failure(id: string | number, method: string, err: unknown): Reply {
     if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
     this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
     return rpcError(id, -32603, 'Internal error');
   }
-
-  private readonly unpark = (call: ParkedCall<Record<string, unknown>>) => {
-    this.parked.delete(call.id);
-  };
-
-  /** The call asked for input: the agent gets an InputRequiredResult whose sealed state names the parked call. */
-  private park(
-    id: string | number,
-    call: ParkedCall<Record<string, unknown>>,
-    inputRequests: Record<string, unknown>,
-    binding: SealBinding,
-  ): Reply {
-    this.parked.set(call.id, call);
-    // Each round's state differs (the round is in it), as a 2026 agent may expect of an evolving requestState.
-    const requestState = this.seal.seal(binding, { [PARKED_STATE]: call.id, round: ++call.rounds });
-    return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests, requestState } };
-  }
-
-  /** The retry of a parked call: its answers complete the upstream's requests, then the call goes on. */
-  private async resume(
-    id: string | number,
-    parkId: string,
-    params: Record<string, unknown>,
-    binding: SealBinding,
-  ): Promise<Reply> {
-    const call = this.parked.get(parkId);
-    if (!call || call.agentId !== binding.agentId) {
-      return rpcError(
-        id,
-        -32602,
-        'Invalid params: the call this requestState names is no longer pending here (it expired, ended, or the retry reached another toolbus replica)',
-      );
-    }
-    const responses = params.inputResponses;
-    if (responses === null || typeof responses !== 'object' || Array.isArray(responses))
-      return rpcError(id, -32602, 'Invalid params: inputResponses must be an object keyed by the inputRequests keys');
-    // Answers missing or malformed: the questions still open are asked again.
-    if (call.answer(responses as Record<string, unknown>) > 0) return this.park(id, call, call.pending(), binding);
-    this.parked.delete(parkId);
-    try {
-      const step = await call.next();
-      if ('input' in step) return this.park(id, call, step.input, binding);
-      return modernReply(id, binding.method, step.done);
-    } catch (err) {
-      return this.failure(id, binding.method, err);
-    }
-  }
 }
 
-/** The requests during which an upstream may ask the agent something (the others are answered at once). */
-const ASKING_METHODS = new Set(['tools/call', 'prompts/get', 'resources/read']);
-
-/** A 2026-07-28 result: caching hints where the revision wants them, and `resultType`. */
+/** A 2026-07-28 result: an InputRequiredResult as it is; others with caching hints where due, and `resultType`. */
 function modernReply(id: string | number, method: string, result: Record<string, unknown>): Reply {
+  if (result.resultType === 'input_required') return { jsonrpc: '2.0', id, result };
   const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
   // A tools/call that became a task (SEP-2663) says so; everything else is complete.
   const resultType = result.resultType === 'task' ? 'task' : 'complete';
   return { jsonrpc: '2.0', id, result: { ...hinted, resultType } };
-}
-
-function capabilityFor(method: string): string {
-  return method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : method;
-}
-
-function cannotAsk(method: string): Error {
-  return Object.assign(
-    new Error(
-      `the agent's client does not support ${method} (it declared no such capability, or does not accept text/event-stream)`,
-    ),
-    { code: METHOD_NOT_FOUND },
-  );
 }
