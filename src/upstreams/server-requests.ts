@@ -3,7 +3,7 @@
 // which names the call. Over a shared stdio connection the protocol carries no link: the request goes to the one
 // agent with calls in flight there, and when several agents have, it is refused (never guessed), with a warning
 // that names `sharing: per-agent`.
-import type { ServerRequestAsker } from './connection.js';
+import type { ServerRequestAsker } from './generation.js';
 
 export type Route =
   | { ok: true; asker: ServerRequestAsker; requestId: number }
