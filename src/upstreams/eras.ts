@@ -3,8 +3,9 @@
 // When the upstream only has the other era, toolbus translates: a 2025 agent's request goes to a 2026-only upstream
 // with an envelope of the bus's making, and the upstream's InputRequiredResult rounds are answered inside that one
 // call (the embedded elicitation and sampling requests go to the agent whose call it is, roots come from config).
-import type { ServerRequestAsker } from './generation.js';
+
 import { UpstreamRpcError } from './errors.js';
+import type { ServerRequestAsker } from './generation.js';
 
 export const MODERN_VERSION = '2026-07-28';
 export const PROTOCOL_VERSION_META = 'io.modelcontextprotocol/protocolVersion';
