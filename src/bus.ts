@@ -299,10 +299,10 @@ export class Bus {
       onStoreError: (err: unknown) =>
         this.logger.warn({ err, upstream: name }, 'rate store unreachable; pacing locally'),
     });
-    const onNotification = (method: string, params?: Record<string, unknown>) => {
+    const onNotification = (method: string, params?: Record<string, unknown>, deliveredTo?: string) => {
       // A storm of list_changed is merged: one refresh in flight, one pending, a few per second at most.
       if (method === 'notifications/tools/list_changed') refresher.request();
-      else if (method === 'notifications/message') this.front?.relayLog(name, params);
+      else if (method === 'notifications/message') this.front?.relayLog(name, params, deliveredTo);
       else if (method === 'notifications/resources/updated') this.front?.relayUpdated(name, params);
       else if (method === 'notifications/resources/list_changed' || method === 'notifications/prompts/list_changed') {
         this.front?.broadcast(method);

@@ -105,6 +105,17 @@ function byteLength(text: string): number {
   return Buffer.byteLength(text, 'utf8');
 }
 
+/** What a request answered as SSE can send the agent while it runs. */
+interface CallStream {
+  progress: (params: Record<string, unknown>) => void;
+  log: (params: Record<string, unknown>) => void;
+  ask: (
+    method: string,
+    params: Record<string, unknown> | undefined,
+    caps: Record<string, unknown>,
+  ) => Promise<Record<string, unknown>>;
+}
+
 export class HttpFront {
   readonly server: Server;
   readonly sessions: SessionTable;
@@ -241,12 +252,13 @@ export class HttpFront {
    * An upstream's log message goes to the sessions that asked for its level (logging/setLevel) and may use that
    * upstream. (On a shared upstream the protocol does not say which call a log message belongs to.)
    */
-  relayLog(upstream: string, params: Record<string, unknown> | undefined): void {
+  relayLog(upstream: string, params: Record<string, unknown> | undefined, deliveredTo?: string): void {
     const level = LOG_LEVELS.indexOf(typeof params?.level === 'string' ? params.level : 'info');
     this.broadcast(
       'notifications/message',
       params,
       (s) =>
+        s.agent.id !== deliveredTo &&
         s.logLevel !== undefined &&
         level >= LOG_LEVELS.indexOf(s.logLevel) &&
         (s.endpoint === undefined || s.endpoint === upstream) &&
@@ -550,8 +562,9 @@ export class HttpFront {
 
     const accept = req.headers.accept ?? '';
     const wantsSse = !accept.includes('application/json') && accept.includes('text/event-stream');
-    // A tools/call is answered as SSE when the agent can take events on it: progress it asked for, or requests
-    // (sampling, elicitation) an upstream may send during the call, when its client declared it can answer them.
+    // A tools/call is answered as SSE when the agent can take events on it: progress it asked for, log messages its
+    // session asked for (logging/setLevel), or requests (sampling, elicitation) an upstream may send during the
+    // call, when its client declared it can answer them.
     const canAsk = (r: JsonRpcMessage | Reply) => {
       const caps =
         session?.clientCapabilities ??
@@ -567,7 +580,8 @@ export class HttpFront {
           r.method === 'tools/call' &&
           (((r.params as Record<string, unknown> | undefined)?._meta as Record<string, unknown> | undefined)
             ?.progressToken !== undefined ||
-            canAsk(r)),
+            canAsk(r) ||
+            session?.logLevel !== undefined),
       );
     const controllers = this.watchClose(res, entries.length);
     if (wantsSse || streamWanted) {
@@ -577,7 +591,7 @@ export class HttpFront {
     const replies = await Promise.all(
       entries.map((e, i) =>
         'method' in e && typeof e.method === 'string'
-          ? this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, undefined, req.socket)
+          ? this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, req.socket)
           : Promise.resolve(e as Reply),
       ),
     );
@@ -680,6 +694,15 @@ export class HttpFront {
       budget.left -= text.length;
       writeText(text);
     };
+    // The upstream's log messages during the call, at the level the session asked for (all, if it asked none).
+    const log = (params: Record<string, unknown>) => {
+      const level = LOG_LEVELS.indexOf(typeof params.level === 'string' ? params.level : 'info');
+      if (session?.logLevel !== undefined && level < LOG_LEVELS.indexOf(session.logLevel)) return;
+      const text = this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params }));
+      if (text.length * 2 > budget.left) return;
+      budget.left -= text.length;
+      writeText(text);
+    };
     // Each request's asks end with it: an agent that went away never leaves an upstream waiting for an answer.
     const askFor =
       (signal: AbortSignal) =>
@@ -693,16 +716,11 @@ export class HttpFront {
       entries.map(async (e, i) => {
         const reply =
           'method' in e && typeof e.method === 'string'
-            ? await this.dispatch(
-                e as JsonRpcMessage,
-                agent,
-                endpoint,
-                session,
-                controllers[i]!,
+            ? await this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, socket, {
                 progress,
-                socket,
-                askFor(controllers[i]!.signal),
-              )
+                log,
+                ask: askFor(controllers[i]!.signal),
+              })
             : (e as Reply);
         this.noteProtocol(session, e, reply);
         if (!batch) writeText(this.encode(reply, budget));
@@ -753,13 +771,8 @@ export class HttpFront {
     endpoint: string | undefined,
     session: Session | null,
     ctl: AbortController,
-    progress: ((params: Record<string, unknown>) => void) | undefined,
     socket: Socket,
-    ask?: (
-      method: string,
-      params: Record<string, unknown> | undefined,
-      caps: Record<string, unknown>,
-    ) => Promise<Record<string, unknown>>,
+    stream?: CallStream,
   ): Promise<Reply> {
     const id = m.id as string | number;
     const method = m.method as string;
@@ -798,14 +811,15 @@ export class HttpFront {
       agent,
       endpoint,
       signal: ctl.signal,
-      progress,
+      progress: stream?.progress,
+      log: stream?.log,
       clientCapabilities: caps,
       // A 2026-07-28 agent is asked through an InputRequiredResult (parked-calls.ts); a 2025 one on its call's SSE
       // stream. On a JSON response nothing can be sent to the agent mid-call: the asker refuses.
       ask: parking
         ? this.rounds.askerFor(parking, caps)
-        : ask && !modern
-          ? (method: string, p: Record<string, unknown> | undefined) => ask(method, p, caps)
+        : stream && !modern
+          ? (method: string, p: Record<string, unknown> | undefined) => stream.ask(method, p, caps)
           : (method: string) => Promise.reject(cannotAsk(method)),
       ...(session
         ? {

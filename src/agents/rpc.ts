@@ -49,6 +49,8 @@ export interface CallEnv {
   signal: AbortSignal;
   /** Sends a progress notification to the agent for this request, when the transport can. */
   progress: ((params: Record<string, unknown>) => void) | undefined;
+  /** Sends an upstream's log message to the agent on this request's stream, when the transport can. */
+  log?: ((params: Record<string, unknown>) => void) | undefined;
   /** Records the session's logging level (logging/setLevel); absent for session-less requests. */
   setLogLevel?: (level: string) => void;
   /** Resource subscriptions of this session (2025 `resources/subscribe`); absent for session-less requests. */
@@ -203,6 +205,7 @@ export async function callTool(
     onProgress: meta?.progressToken !== undefined ? env.progress : undefined,
     asker: askerOf(env),
     task: params?.task,
+    onLog: env.log ? { agentId: env.agent.id, write: env.log } : undefined,
     input:
       params?.inputResponses !== undefined || params?.requestState !== undefined
         ? { responses: params.inputResponses, state: params.requestState }

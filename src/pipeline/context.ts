@@ -67,6 +67,8 @@ export interface CallContext {
   readonly input: { readonly responses?: unknown; readonly state?: unknown } | undefined;
   /** The agent's `task` parameter (2025-11-25 tasks): forwarded, so a task-required tool runs as a task. */
   readonly task: unknown;
+  /** Relays the upstream's log messages during this call to the agent's call stream (see generation.ts). */
+  readonly onLog: { readonly agentId: string; write(params: Record<string, unknown>): void } | undefined;
   /** Relays upstream progress notifications to the agent, when the agent asked for progress. */
   readonly onProgress: ((params: Record<string, unknown>) => void) | undefined;
   /**

@@ -128,7 +128,7 @@ export class UpstreamConnection extends EventEmitter {
       this.opts.maxMessageBytes ?? 16 * 1024 * 1024,
       this.opts.auth,
     );
-    gen.onNotification = (method, params) => this.emit('notification', method, params);
+    gen.onNotification = (method, params, deliveredTo) => this.emit('notification', method, params, deliveredTo);
     gen.onClosed = (g) => {
       if (g !== this.current) return;
       this.current = undefined;

@@ -39,6 +39,11 @@ export interface UpstreamRequestOptions {
   onProgress?: (params: Record<string, unknown>) => void;
   /** HTTP headers for a 2026-07-28 request (SEP-2243 `Mcp-Param-*`); never sent in a 2025 session. */
   headers?: Record<string, string> | undefined;
+  /**
+   * The agent whose call this is, for the upstream's log messages (notifications/message) while it runs: when it is
+   * the only agent with such calls in flight here, they go to it (DESIGN.md section 13).
+   */
+  onLog?: { readonly agentId: string; write(params: Record<string, unknown>): void } | undefined;
   /** Called right before the request is handed to the transport (the "first byte" moment). */
   onSent?: () => void;
   /**
@@ -77,6 +82,7 @@ interface Pending {
   asking: number;
   /** The transport the request went on. */
   transport: StdioLink | StreamableHTTPClientTransport;
+  onLog: UpstreamRequestOptions['onLog'];
   cleanup: () => void;
 }
 
@@ -125,7 +131,10 @@ export class Generation {
   lastRetryAfterMs = 1000;
   readonly transport: StdioLink | StreamableHTTPClientTransport;
   onClosed: ((gen: Generation) => void) | undefined;
-  onNotification: ((method: string, params: Record<string, unknown> | undefined) => void) | undefined;
+  /** `deliveredTo`: the agent a log message was already given to, on its call's stream. */
+  onNotification:
+    | ((method: string, params: Record<string, unknown> | undefined, deliveredTo?: string) => void)
+    | undefined;
 
   constructor(
     readonly name: string,
@@ -364,6 +373,7 @@ export class Generation {
         asker: opts.asker,
         asking: 0,
         transport,
+        onLog: opts.onLog,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -459,7 +469,27 @@ export class Generation {
       p?.onProgress?.(msg.params ?? {});
       return;
     }
+    if (msg.method === 'notifications/message') {
+      const to = this.logRecipient();
+      to?.write(msg.params ?? {});
+      this.onNotification?.(msg.method, msg.params, to?.agentId);
+      return;
+    }
     if (msg.method) this.onNotification?.(msg.method, msg.params);
+  }
+
+  /**
+   * Whose call a log message belongs to: the protocol does not say, so only when one agent has calls in flight here
+   * that can take it (its newest); else nobody in particular, and the sessions that asked for the level get it.
+   */
+  private logRecipient(): UpstreamRequestOptions['onLog'] {
+    let to: UpstreamRequestOptions['onLog'];
+    for (const p of this.pending.values()) {
+      if (!p.onLog) continue;
+      if (to && to.agentId !== p.onLog.agentId) return undefined;
+      to = p.onLog;
+    }
+    return to;
   }
 
   /**

@@ -37,7 +37,8 @@ export interface UpstreamUnitOptions {
   maxMessageBytes: number;
   queue: AdmissionQueue;
   /** A session's upstream sent a notification (tools/list_changed and the like). */
-  onNotification: (method: string, params?: Record<string, unknown>) => void;
+  /** `deliveredTo`: the agent a log message already went to, on its call's stream. */
+  onNotification: (method: string, params?: Record<string, unknown>, deliveredTo?: string) => void;
   /** A session's connection restarted (supervision). */
   onRestart: () => void;
   /** A circuit breaker of this upstream changed state (logged and counted by the bus). */
@@ -189,8 +190,8 @@ export class UpstreamUnit {
     // The bus listens to the listing/shared connection itself (state, restarts, notifications).
     if (session !== 'listing') {
       connection.on('restart', () => this.opts.onRestart());
-      connection.on('notification', (method: string, params?: Record<string, unknown>) =>
-        this.opts.onNotification(method, params),
+      connection.on('notification', (method: string, params?: Record<string, unknown>, deliveredTo?: string) =>
+        this.opts.onNotification(method, params, deliveredTo),
       );
     }
     return connection;

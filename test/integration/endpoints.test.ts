@@ -44,6 +44,7 @@ store: { kind: memory }
 agents:
   - { id: all, token: "all-token-1234" }
   - { id: narrow, token: "narrow-token-1", tools: ["hostile__echo"] }
+  - { id: other, token: "other-token-12" }
 upstreams:
   hostile:
     command: ${process.execPath}
@@ -151,6 +152,28 @@ upstreams:
     assert.match(heard, /notifications\/message/);
     assert.doesNotMatch(silent, /notifications\/message/);
     await assert.rejects(listening.request('logging/setLevel', { level: 'loud' }), /RPC error/);
+  });
+
+  it("a log message goes to the agent whose call emitted it, on that call's stream and once", async () => {
+    const caller = new AgentClient(bus.url, 'all-token-1234');
+    await caller.initialize();
+    await caller.request('logging/setLevel', { level: 'info' });
+    const other = new AgentClient(bus.url, 'other-token-12');
+    await other.initialize();
+    await other.request('logging/setLevel', { level: 'info' });
+    const streams = Promise.all([readStream(caller), readStream(other)]);
+    await new Promise((r) => setTimeout(r, 200));
+    const call = await post(
+      bus.url,
+      'all-token-1234',
+      { jsonrpc: '2.0', id: 77, method: 'tools/call', params: { name: 'hostile__leak', arguments: {} } },
+      caller.headers(),
+    );
+    assert.match(call.headers.get('content-type') ?? '', /text\/event-stream/);
+    assert.match(call.text, /notifications\/message/, "on the call's own stream");
+    const [callerSession, otherSession] = await streams;
+    assert.doesNotMatch(callerSession, /notifications\/message/, 'not a second time on its session stream');
+    assert.match(otherSession, /notifications\/message/, 'another agent that asked for the level still gets it');
   });
 
   it('fans resource subscriptions out: one upstream subscription per URI, updates only to subscribers', async () => {

@@ -136,6 +136,7 @@ async function forwardOver(
       signal: wire.signal,
       onProgress,
       ...(ctx.asker ? { asker: ctx.asker } : {}),
+      ...(ctx.onLog ? { onLog: ctx.onLog } : {}),
       headers: paramHeaders(tool.headerDeclarations, args),
       onSent: () => ctx.dispatch.markSent(),
     });
