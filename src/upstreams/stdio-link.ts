@@ -142,10 +142,22 @@ export class StdioLink {
     }
     // The write callback fires once the bytes are handed to the OS, or with the error (EPIPE when the process died):
     // a send never hangs on a 'drain' that will not come.
+    // Writes made while the event loop handles one round of I/O go out as one (corked until setImmediate): under
+    // load, one pipe write for many requests instead of one each (bench/run.mjs front).
+    if (!this.corked) {
+      this.corked = true;
+      stdin.cork();
+      setImmediate(() => {
+        this.corked = false;
+        stdin.uncork();
+      });
+    }
     return new Promise((resolve, reject) => {
       stdin.write(text, (err) => (err ? reject(err) : resolve()));
     });
   }
+
+  private corked = false;
 
   /** Ends stdin, then SIGTERM, then SIGKILL, each after a grace period. */
   async close(): Promise<void> {
