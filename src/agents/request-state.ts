@@ -43,8 +43,9 @@ export class RequestStateSeal {
     if (typeof sealed !== 'string' || !sealed.startsWith(PREFIX) || sealed.length > 1_000_000) return undefined;
     const [payload, tag, extra] = sealed.slice(PREFIX.length).split('.');
     if (payload === undefined || tag === undefined || extra !== undefined) return undefined;
-    const expected = this.mac(binding, payload);
-    const given = Buffer.from(tag, 'base64url');
+    // Compared as text: two tags that decode to the same bytes (Base64's spare bits) are still different states.
+    const expected = Buffer.from(this.mac(binding, payload).toString('base64url'));
+    const given = Buffer.from(tag);
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
     try {
       const decoded = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { s?: unknown };
