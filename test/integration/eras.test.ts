@@ -92,6 +92,12 @@ upstreams:
     sharing: per-agent
     tools:
       test_elicitation: { kind: read }
+  locked:
+    url: ${url}
+    protocol: "2025-11-25"
+    leaseWaitMs: 300
+    tools:
+      test_elicitation: { kind: write, idempotency: optional }
   both:
     url: ${url}
     tools:
@@ -214,6 +220,36 @@ upstreams:
     ).body as { error: { code: number; message: string } };
     assert.equal(twice.error.code, -32602);
     assert.match(twice.error.message, /no longer pending/);
+  });
+
+  it('a parked write keeps its lease until it ends: another agent meanwhile gets conflict, then its turn', async () => {
+    const url = `${bus.url}/locked`;
+    const call = (token: string, extra: Record<string, unknown> = {}) =>
+      post(url, token, {
+        jsonrpc: '2.0',
+        id: 5,
+        method: 'tools/call',
+        params: { name: 'test_elicitation', arguments: {}, _meta: MODERN, ...extra },
+      });
+    const answer = async (token: string, first: { result: Record<string, unknown> }, text: string) => {
+      const [key] = Object.keys(first.result.inputRequests as object);
+      const done = (
+        await call(token, {
+          requestState: first.result.requestState,
+          inputResponses: { [key!]: { action: 'accept', content: { response: text } } },
+        })
+      ).body as { result: Record<string, unknown> };
+      assert.equal(textOf(done.result), `User response: action=accept, content={"response":"${text}"}`);
+    };
+    const alice = (await call('alice-token-1')).body as { result: Record<string, unknown> };
+    assert.equal(alice.result.resultType, 'input_required');
+    const blocked = (await call('bob-token-123')).body as { result: TextResult };
+    assert.equal(blocked.result.isError, true);
+    assert.equal((blocked.result._meta?.['toolbus/error'] as { category: string }).category, 'conflict');
+    await answer('alice-token-1', alice, 'alice');
+    const bob = (await call('bob-token-123')).body as { result: Record<string, unknown> };
+    assert.equal(bob.result.resultType, 'input_required', 'the lease is free once the parked write ended');
+    await answer('bob-token-123', bob, 'bob');
   });
 
   it("the upstream's requestState is sealed: altered or replayed by another agent it is refused", async () => {
