@@ -20,7 +20,7 @@ import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { type BusProcess, ROOT, startBus, tempDir } from '../helpers/bus-process.js';
-import { post } from '../helpers/mcp-http.js';
+import { busErrorStrict, post, type ToolCallResult } from '../helpers/mcp-http.js';
 
 const REFERENCE = join(ROOT, 'dist/test/fixtures/reference-server.js');
 const MODERN = {
@@ -147,7 +147,7 @@ upstreams:
     try {
       const r = (await client.callTool({ name: 'test_input_required_forever', arguments: {} })) as TextResult;
       assert.equal(r.isError, true);
-      const err = r._meta?.['toolbus/error'] as { category: string; message: string };
+      const err = busErrorStrict(r as ToolCallResult);
       assert.equal(err.category, 'upstream_error');
       assert.match(err.message, /after 8 rounds/);
       assert.equal(asked, 8);
@@ -245,7 +245,7 @@ upstreams:
     assert.equal(alice.result.resultType, 'input_required');
     const blocked = (await call('bob-token-123')).body as { result: TextResult };
     assert.equal(blocked.result.isError, true);
-    assert.equal((blocked.result._meta?.['toolbus/error'] as { category: string }).category, 'conflict');
+    assert.equal(busErrorStrict(blocked.result as ToolCallResult).category, 'conflict');
     await answer('alice-token-1', alice, 'alice');
     const bob = (await call('bob-token-123')).body as { result: Record<string, unknown> };
     assert.equal(bob.result.resultType, 'input_required', 'the lease is free once the parked write ended');
