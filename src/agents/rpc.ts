@@ -5,7 +5,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import { type AgentIdentity, type CallContext, Dispatch, type ToolResult } from '../pipeline/context.js';
 import type { CallRunner } from '../pipeline/pipeline.js';
 import type { ServerRequestAsker } from '../upstreams/connection.js';
-import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
+import { UpstreamProtocolRefusal, UpstreamRpcError } from '../upstreams/errors.js';
 import { createdTaskId, rewriteContentUris, type UpstreamDirectory, wrapTaskIds } from './upstream-directory.js';
 
 export const SERVER_INFO = { name: 'toolbus', version: '0.1.0' } as const;
@@ -266,9 +266,15 @@ export async function handleRequest(
     case 'resources/unsubscribe': {
       if (!env.subscriptions) throw new RpcError(INVALID_REQUEST, `${method} needs a session (initialize first)`);
       const { upstream, uri } = deps.directory.locate(env.agent, params?.uri, env.endpoint);
-      await (method === 'resources/subscribe'
-        ? env.subscriptions.subscribe(upstream, uri)
-        : env.subscriptions.unsubscribe(upstream, uri));
+      try {
+        await (method === 'resources/subscribe'
+          ? env.subscriptions.subscribe(upstream, uri)
+          : env.subscriptions.unsubscribe(upstream, uri));
+      } catch (err) {
+        // The upstream's refusal is its answer (a 2026-07-28-only upstream has no resources/subscribe).
+        if (err instanceof UpstreamRpcError) throw new RpcError(err.code, `Upstream ${upstream}: ${err.message}`);
+        throw err;
+      }
       return {};
     }
     case 'completion/complete':
