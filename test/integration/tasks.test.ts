@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, ROOT, startBus } from '../helpers/bus-process.js';
-import { AgentClient } from '../helpers/mcp-http.js';
+import { AgentClient, busErrorStrict, type ToolCallResult } from '../helpers/mcp-http.js';
 import { waitFor } from '../helpers/wait.js';
 
 const TASK_SERVER = join(ROOT, 'dist/test/fixtures/task-server.js');
@@ -67,6 +67,20 @@ upstreams:
     assert.ok(listed.some((t) => t.taskId === task.taskId));
     const bobs = (await bob.request('tasks/list')).tasks as Task[];
     assert.ok(!bobs.some((t) => t.taskId === task.taskId), 'another agent does not see it listed');
+  });
+
+  it('a task-required tool called without params.task is a validation error, and its key stays unused', async () => {
+    const alice = new AgentClient(bus.url, 'alice-token-1');
+    const args = { ms: 0, label: 'late', idempotency_key: 'task-write-0003' };
+    const refused = (await alice.request('tools/call', {
+      name: 'jobs__slow_compute',
+      arguments: args,
+    })) as ToolCallResult;
+    const err = busErrorStrict(refused);
+    assert.equal(err.category, 'validation');
+    assert.equal(err.code, 'task_required');
+    const r = await alice.request('tools/call', { name: 'jobs__slow_compute', arguments: args, task: { ttl: 60_000 } });
+    assert.match((r.task as Task).taskId, /^jobs__/, 'the same key now starts the task');
   });
 
   it("on /mcp/{upstream} task ids are the upstream's own", async () => {

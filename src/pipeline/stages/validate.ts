@@ -6,6 +6,7 @@ import { argumentProblem } from '../../agents/request-shape.js';
 import { KEY_META, KEY_PATTERN, KEY_PROPERTY } from '../../catalog/catalog.js';
 import { describeErrors } from '../../catalog/schema-tools.js';
 import { BusError } from '../../errors.js';
+import { isModernMeta } from '../../upstreams/eras.js';
 import type { Stage } from '../compose.js';
 import type { PipelineServices } from '../services.js';
 
@@ -16,6 +17,16 @@ export function validate(services: PipelineServices): Stage {
     const shape = argumentProblem(ctx.args, { maxDepth: maxArgumentDepth, maxBytes: maxArgumentBytes });
     if (shape !== null)
       throw new BusError('validation', 'invalid_arguments', `Arguments of ${tool.name} cannot be used: ${shape}`);
+    // A tool that runs only as a task, called without asking for one (2025-11-25 `params.task`): the upstream would
+    // refuse it, and that refusal would be recorded under the key; refused here instead, before the key is claimed.
+    const execution = tool.definition.execution as { taskSupport?: unknown } | undefined;
+    if (execution?.taskSupport === 'required' && ctx.task === undefined && !isModernMeta(ctx.meta)) {
+      throw new BusError(
+        'validation',
+        'task_required',
+        `${tool.name} runs only as a task: call it with params.task (for example {"ttl": 60000}), then poll tasks/get and read tasks/result.`,
+      );
+    }
     const problems: string[] = [];
     let args = ctx.args;
     let key: unknown;
