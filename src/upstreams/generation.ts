@@ -273,6 +273,30 @@ export class Generation {
       }
     }
     this.ready = true;
+    if (this.eras.modern && !this.eras.legacy) this.listen();
+  }
+
+  /**
+   * A 2026-07-28-only upstream announces list changes only on a `subscriptions/listen` stream: one is opened for the
+   * generation's life, so its tools/list_changed reaches the catalog like a 2025 session's would. Nobody awaits it:
+   * it is not a request in flight (a drain does not wait for it).
+   */
+  private listen(): void {
+    const caps = this.capabilities ?? {};
+    const notifications: Record<string, boolean> = {};
+    for (const [kind, flag] of [
+      ['tools', 'toolsListChanged'],
+      ['prompts', 'promptsListChanged'],
+      ['resources', 'resourcesListChanged'],
+    ] as const) {
+      if ((caps[kind] as { listChanged?: unknown } | undefined)?.listChanged === true) notifications[flag] = true;
+    }
+    if (Object.keys(notifications).length === 0) return;
+    const params = withEnvelope({ notifications }, CLIENT_CAPABILITIES, CLIENT_INFO);
+    const transport = this.modernTransport ?? this.transport;
+    transport
+      .send({ jsonrpc: '2.0', id: this.nextId++, method: 'subscriptions/listen', params } as never)
+      .catch((err: unknown) => this.logger?.debug({ err: (err as Error).message }, 'subscriptions/listen failed'));
   }
 
   private async initialize(timeoutMs: number): Promise<void> {

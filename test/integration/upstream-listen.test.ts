@@ -1,0 +1,52 @@
+// A 2026-07-28-only upstream announces list changes only to an open `subscriptions/listen` stream. toolbus's
+// connection opens one when the upstream has no 2025 session, so its tools/list_changed still reaches the catalog;
+// the stream is not a request in flight. Run against the reference server (official SDK v2) over real HTTP.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { HttpUpstreamSchema } from '../../src/config/schema.js';
+import { UpstreamConnection } from '../../src/upstreams/connection.js';
+import { ROOT } from '../helpers/bus-process.js';
+import { waitFor } from '../helpers/wait.js';
+
+const REFERENCE = join(ROOT, 'dist/test/fixtures/reference-server.js');
+let ref: ChildProcess;
+let url: string;
+
+describe('a 2026-07-28-only upstream', () => {
+  before(async () => {
+    ref = spawn(process.execPath, [REFERENCE, '--http', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('reference server did not start')), 10_000);
+      ref.stdout!.on('data', (d: Buffer) => {
+        const m = /listening on (\d+)/.exec(String(d));
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+    });
+    url = `http://127.0.0.1:${port}/mcp`;
+  });
+  after(() => {
+    ref?.kill();
+  });
+
+  it('has its list changes heard through subscriptions/listen, which is not a call in flight', async () => {
+    const conn = new UpstreamConnection('ref', HttpUpstreamSchema.parse({ url, protocol: '2026-07-28' }));
+    const heard: string[] = [];
+    conn.on('notification', (method: string) => heard.push(method));
+    try {
+      await conn.start();
+      assert.equal(conn.state, 'ready');
+      await waitFor(() => heard.includes('notifications/subscriptions/acknowledged'), 5000, 'the listen stream');
+      const r = await conn.request('tools/call', { name: 'test_trigger_tool_change', arguments: {} });
+      assert.deepEqual(r.content, [{ type: 'text', text: 'Mutation triggered' }]);
+      await waitFor(() => heard.includes('notifications/tools/list_changed'), 5000, 'tools/list_changed');
+      assert.equal(conn.inFlight, 0);
+    } finally {
+      await conn.close();
+    }
+  });
+});
