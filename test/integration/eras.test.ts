@@ -98,6 +98,12 @@ upstreams:
     leaseWaitMs: 300
     tools:
       test_elicitation: { kind: write, idempotency: optional }
+  capped:
+    url: ${url}
+    rateLimit: { perSecond: 1, burst: 1 }
+    queueWaitMs: 100
+    tools:
+      test_input_required_result_request_state: { kind: read }
   both:
     url: ${url}
     tools:
@@ -317,6 +323,29 @@ upstreams:
     });
     assert.equal(ok.status, 200, ok.text);
     assert.equal(textOf((ok.body as { result: unknown }).result), 'region=Zürich');
+  });
+
+  it("each round a 2026 agent sends is a call under the upstream's rate limit, refused in a structured way", async () => {
+    const call = (extra: Record<string, unknown> = {}) =>
+      post(`${bus.url}/capped`, 'alice-token-1', {
+        jsonrpc: '2.0',
+        id: 6,
+        method: 'tools/call',
+        params: { name: 'test_input_required_result_request_state', arguments: {}, _meta: MODERN, ...extra },
+      });
+    const first = (await call()).body as { result: Record<string, unknown> };
+    assert.equal(first.result.resultType, 'input_required');
+    const retry = {
+      requestState: first.result.requestState,
+      inputResponses: { confirm: { action: 'accept', content: { ok: true } } },
+    };
+    const limited = (await call(retry)).body as { result: TextResult };
+    const err = busErrorStrict(limited.result as ToolCallResult);
+    assert.equal(err.category, 'rate_limited');
+    assert.ok((err.retryAfterMs ?? 0) > 0);
+    await new Promise((r) => setTimeout(r, err.retryAfterMs));
+    const done = (await call(retry)).body as { result: Record<string, unknown> };
+    assert.match(textOf(done.result), /state-ok/, 'the same sealed state still completes after the wait');
   });
 
   it('a keyed write that came back input-required keeps its key open; the completion is what replays', async () => {
