@@ -62,6 +62,8 @@ interface Listener {
 }
 
 const SUBSCRIPTION_ID_META = 'io.modelcontextprotocol/subscriptionId';
+/** Resource URIs one `subscriptions/listen` request may subscribe to. */
+const MAX_LISTEN_URIS = 64;
 /** Which `notifications` flag of a listen request asks for which notification. */
 const LISTEN_FILTER: Record<string, string> = {
   'notifications/tools/list_changed': 'toolsListChanged',
@@ -119,7 +121,7 @@ interface CallStream {
 export class HttpFront {
   readonly server: Server;
   readonly sessions: SessionTable;
-  private readonly subscriptions: SubscriptionTable;
+  private readonly subscriptions: SubscriptionTable<Session | Listener>;
   /** Session-less requests in flight, per TCP connection: a notifications/cancelled reaches only its own connection. */
   private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
@@ -235,16 +237,20 @@ export class HttpFront {
     if (typeof uri !== 'string') return;
     const watchers = this.subscriptions.sessionsFor(upstream, uri);
     for (const s of watchers) {
-      if (s.streams.size === 0 || !s.agent.allows(`${upstream}__*`)) continue;
+      if (!s.agent.allows(`${upstream}__*`)) continue;
       const shown = s.endpoint === undefined ? wrapUri(upstream, uri) : uri;
+      const listening = 'res' in s;
+      const meta = listening ? { _meta: { [SUBSCRIPTION_ID_META]: s.id } } : {};
       const text = this.opts.redact(
         JSON.stringify({
           jsonrpc: '2.0',
           method: 'notifications/resources/updated',
-          params: { ...params, uri: shown },
+          params: { ...params, uri: shown, ...meta },
         }),
       );
-      for (const stream of s.streams) stream.write(`event: message\ndata: ${text}\n\n`);
+      const frame = `event: message\ndata: ${text}\n\n`;
+      if (listening) s.res.write(frame);
+      else for (const stream of s.streams) stream.write(frame);
     }
   }
 
@@ -536,7 +542,7 @@ export class HttpFront {
     }
 
     const first = entries[0]!;
-    if (first.method === 'subscriptions/listen' && !batch) return this.openListen(res, agent, endpoint, first);
+    if (first.method === 'subscriptions/listen' && !batch) return await this.openListen(res, agent, endpoint, first);
     let headers: Record<string, string> | undefined;
     if (first.method === 'initialize' && !batch) {
       // The 2025-era handshake opens a stateful session. The 2026-07-28 revision never sends initialize.
@@ -611,7 +617,12 @@ export class HttpFront {
    * the request asked for, each tagged with the subscription id, until the agent closes it. At most
    * `limits.maxSessionsPerAgent` open per agent.
    */
-  private openListen(res: ServerResponse, agent: AgentIdentity, endpoint: string | undefined, m: Reply): void {
+  private async openListen(
+    res: ServerResponse,
+    agent: AgentIdentity,
+    endpoint: string | undefined,
+    m: Reply,
+  ): Promise<void> {
     let mine = 0;
     for (const l of this.listeners) if (l.agent.id === agent.id) mine++;
     if (mine >= this.opts.limits.maxSessionsPerAgent) {
@@ -625,6 +636,17 @@ export class HttpFront {
     const params = (m.params ?? {}) as Record<string, unknown>;
     const filter = (params.notifications ?? {}) as Record<string, unknown>;
     const listener: Listener = { res, agent, endpoint, id: `sub-${randomUUID()}`, filter };
+    // Resource subscriptions are taken before the stream is acknowledged: a URI the agent may not read, or one its
+    // upstream refuses, fails the request as a whole.
+    const uris = filter.resourceSubscriptions;
+    if (uris !== undefined) {
+      const refused = await this.subscribeListener(listener, uris);
+      if (refused) {
+        this.subscriptions.dropSession(listener);
+        this.sendJson(res, refused.status, rpcError(m.id, refused.code, refused.message));
+        return;
+      }
+    }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const ack = {
       jsonrpc: '2.0',
@@ -637,7 +659,36 @@ export class HttpFront {
     res.on('close', () => {
       clearInterval(ping);
       this.listeners.delete(listener);
+      this.subscriptions.dropSession(listener);
     });
+  }
+
+  /** The `resourceSubscriptions` of a listen request, each subscribed to; or why not. */
+  private async subscribeListener(
+    listener: Listener,
+    uris: unknown,
+  ): Promise<{ status: number; code: number; message: string } | undefined> {
+    if (!Array.isArray(uris) || uris.length > MAX_LISTEN_URIS || uris.some((u) => typeof u !== 'string'))
+      return {
+        status: 400,
+        code: -32602,
+        message: `Invalid params: resourceSubscriptions must be at most ${MAX_LISTEN_URIS} URIs`,
+      };
+    try {
+      for (const uri of uris as string[]) {
+        const at = this.opts.deps.directory.locate(listener.agent, uri, listener.endpoint);
+        await this.subscriptions.subscribe(listener, at.upstream, at.uri);
+      }
+      return undefined;
+    } catch (err) {
+      if (err instanceof RpcError) return { status: 400, code: err.code, message: err.message };
+      const e = err as { code?: unknown; message?: string };
+      return {
+        status: 502,
+        code: typeof e.code === 'number' ? e.code : -32603,
+        message: `The upstream refused the subscription: ${e.message ?? 'error'}`,
+      };
+    }
   }
 
   /**

@@ -1,16 +1,16 @@
-// Resource subscriptions (2025 `resources/subscribe`), fanned out: one upstream subscription per (upstream, URI),
-// counted across agent sessions; `notifications/resources/updated` from the upstream goes only to the sessions that
-// subscribed to that URI and may still read the upstream's resources. A session that ends drops its subscriptions,
-// and the last one out unsubscribes upstream.
-import type { Session } from './session-table.js';
+// Resource subscriptions, fanned out: one upstream subscription per (upstream, URI), counted across everything that
+// subscribed (2025 sessions by `resources/subscribe`, 2026-07-28 `subscriptions/listen` streams by their
+// `resourceSubscriptions`); `notifications/resources/updated` from the upstream goes only to the subscribers of that
+// URI that may still read the upstream's resources. A subscriber that ends drops its subscriptions, and the last one
+// out unsubscribes upstream.
 
 export interface SubscriptionUpstream {
   request(method: string, params: Record<string, unknown>): Promise<unknown>;
 }
 
-export class SubscriptionTable {
-  /** `upstream\0uri` → sessions subscribed. */
-  private readonly subscribers = new Map<string, Set<Session>>();
+export class SubscriptionTable<S extends object> {
+  /** `upstream\0uri` → its subscribers. */
+  private readonly subscribers = new Map<string, Set<S>>();
 
   constructor(private readonly upstream: (name: string) => SubscriptionUpstream | undefined) {}
 
@@ -18,7 +18,7 @@ export class SubscriptionTable {
     return `${upstream}\u0000${uri}`;
   }
 
-  async subscribe(session: Session, upstream: string, uri: string): Promise<void> {
+  async subscribe(session: S, upstream: string, uri: string): Promise<void> {
     const key = SubscriptionTable.key(upstream, uri);
     let set = this.subscribers.get(key);
     if (!set) {
@@ -31,7 +31,7 @@ export class SubscriptionTable {
     set.add(session);
   }
 
-  async unsubscribe(session: Session, upstream: string, uri: string): Promise<void> {
+  async unsubscribe(session: S, upstream: string, uri: string): Promise<void> {
     const key = SubscriptionTable.key(upstream, uri);
     const set = this.subscribers.get(key);
     if (!set?.delete(session) || set.size > 0) return;
@@ -41,13 +41,13 @@ export class SubscriptionTable {
       .catch(() => {});
   }
 
-  /** Sessions that subscribed to this URI of this upstream. */
-  sessionsFor(upstream: string, uri: string): ReadonlySet<Session> {
+  /** Who subscribed to this URI of this upstream. */
+  sessionsFor(upstream: string, uri: string): ReadonlySet<S> {
     return this.subscribers.get(SubscriptionTable.key(upstream, uri)) ?? new Set();
   }
 
-  /** A session ended: its subscriptions go, and URIs nobody watches any more are unsubscribed upstream. */
-  dropSession(session: Session): void {
+  /** A subscriber ended: its subscriptions go, and URIs nobody watches any more are unsubscribed upstream. */
+  dropSession(session: S): void {
     for (const [key, set] of this.subscribers) {
       if (!set.has(session)) continue;
       const [upstream, uri] = key.split('\u0000') as [string, string];

@@ -5,7 +5,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, HOSTILE_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
-import { AgentClient, busErrorStrict, post } from '../helpers/mcp-http.js';
+import { AgentClient, busErrorStrict, mirroredHeaders, post } from '../helpers/mcp-http.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = tempDir();
 const hostileLog = join(dir, 'hostile.log');
@@ -35,6 +36,11 @@ async function readStream(c: AgentClient, ms = 1500): Promise<string> {
   ctl.abort();
   return text;
 }
+
+const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientCapabilities': {},
+};
 
 describe('/mcp/{upstream} and protocol features', () => {
   before(async () => {
@@ -200,5 +206,64 @@ upstreams:
     assert.equal(events('resources/unsubscribe'), 0, 'b still subscribes');
     await b.request('resources/unsubscribe', { uri });
     assert.equal(events('resources/unsubscribe'), 1, 'the last one out unsubscribes upstream');
+  });
+  it('a 2026-07-28 subscriptions/listen stream subscribes to resources: updates tagged with its id, one upstream subscription', async () => {
+    const events = (name: string) =>
+      readFileSync(hostileLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes(`"event":"${name}"`)).length;
+    const before = { sub: events('resources/subscribe'), unsub: events('resources/unsubscribe') };
+    const uri = 'toolbus://hostile/mem://listen';
+    const listen = (token: string, uris: string[]) => {
+      const ctl = new AbortController();
+      const body = {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'subscriptions/listen',
+        params: { notifications: { resourceSubscriptions: uris }, _meta: MODERN_META },
+      };
+      const res = fetch(bus.url, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${token}`,
+          'content-type': 'application/json',
+          accept: 'application/json, text/event-stream',
+          ...mirroredHeaders(body),
+        },
+        body: JSON.stringify(body),
+        signal: ctl.signal,
+      });
+      return { res, ctl };
+    };
+    const refused = await (await listen('narrow-token-1', [uri]).res).json();
+    assert.equal((refused as { error: { code: number } }).error.code, -32002, 'a URI the agent may not read');
+    const stream = listen('all-token-1234', [uri]);
+    const res = await stream.res;
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    let text = '';
+    let pending: ReturnType<typeof reader.read> | undefined;
+    const readFor = async (ms: number) => {
+      const until = Date.now() + ms;
+      while (Date.now() < until) {
+        pending ??= reader.read();
+        const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), until - Date.now()));
+        const chunk = await Promise.race([pending, timeout]);
+        if (chunk === 'timeout') break;
+        pending = undefined;
+        if (chunk.done) break;
+        text += new TextDecoder().decode(chunk.value);
+      }
+    };
+    await readFor(200);
+    const id = /"io.modelcontextprotocol\/subscriptionId":"([^"]+)"/.exec(text)?.[1];
+    assert.ok(id, 'acknowledged with a subscription id');
+    assert.equal(events('resources/subscribe'), before.sub + 1);
+    await new AgentClient(bus.url, 'all-token-1234').call('hostile__touch', { uri: 'mem://listen' });
+    await readFor(500);
+    assert.match(text, /notifications\/resources\/updated/);
+    assert.ok(text.includes(uri) && text.includes(`"io.modelcontextprotocol/subscriptionId":"${id}"`));
+    stream.ctl.abort();
+    await waitFor(() => events('resources/unsubscribe') === before.unsub + 1, 3000, 'the upstream unsubscription');
   });
 });
