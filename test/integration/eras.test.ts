@@ -12,17 +12,17 @@
 // - a keyed write that came back input-required leaves its key open: the follow-up with the same key completes, and a
 //   later retry of the key replays that completion, never the InputRequiredResult.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
-import { type BusProcess, ROOT, startBus, tempDir } from '../helpers/bus-process.js';
+import { type BusProcess, startBus, tempDir } from '../helpers/bus-process.js';
 import { busErrorStrict, post, type ToolCallResult } from '../helpers/mcp-http.js';
+import { startReference } from '../helpers/reference.js';
 
-const REFERENCE = join(ROOT, 'dist/test/fixtures/reference-server.js');
 const MODERN = {
   'io.modelcontextprotocol/protocolVersion': '2026-07-28',
   'io.modelcontextprotocol/clientCapabilities': { elicitation: {}, sampling: {} },
@@ -34,20 +34,6 @@ let ref: ChildProcess;
 
 type TextResult = { content: { type: string; text?: string }[]; isError?: boolean; _meta?: Record<string, unknown> };
 const textOf = (r: unknown) => (r as TextResult).content.map((c) => c.text ?? '').join('');
-
-async function startReference(): Promise<number> {
-  ref = spawn(process.execPath, [REFERENCE, '--http', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('reference server did not start')), 10_000);
-    ref.stdout!.on('data', (d: Buffer) => {
-      const m = /listening on (\d+)/.exec(String(d));
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-  });
-}
 
 /** The official v2 client pinned to 2026-07-28, answering elicitation with `answer` after `delayMs`. */
 async function modernAgent(token: string, endpoint: string, answer: Record<string, unknown>, delayMs = 0) {
@@ -71,8 +57,9 @@ async function modernAgent(token: string, endpoint: string, answer: Record<strin
 
 describe('agents and upstreams of different protocol eras', () => {
   before(async () => {
-    const port = await startReference();
-    const url = `http://127.0.0.1:${port}/mcp`;
+    const started = await startReference();
+    ref = started.child;
+    const url = started.url;
     bus = await startBus(
       `
 store: { kind: sqlite, path: ${join(tempDir(), 'eras.db')} }

@@ -2,32 +2,21 @@
 // connection opens one when the upstream has no 2025 session, so its tools/list_changed still reaches the catalog;
 // the stream is not a request in flight. Run against the reference server (official SDK v2) over real HTTP.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { HttpUpstreamSchema } from '../../src/config/schema.js';
 import { UpstreamConnection } from '../../src/upstreams/connection.js';
-import { ROOT } from '../helpers/bus-process.js';
+import { startReference } from '../helpers/reference.js';
 import { waitFor } from '../helpers/wait.js';
 
-const REFERENCE = join(ROOT, 'dist/test/fixtures/reference-server.js');
 let ref: ChildProcess;
 let url: string;
 
 describe('a 2026-07-28-only upstream', () => {
   before(async () => {
-    ref = spawn(process.execPath, [REFERENCE, '--http', '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('reference server did not start')), 10_000);
-      ref.stdout!.on('data', (d: Buffer) => {
-        const m = /listening on (\d+)/.exec(String(d));
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-    });
-    url = `http://127.0.0.1:${port}/mcp`;
+    const started = await startReference();
+    ref = started.child;
+    url = started.url;
   });
   after(() => {
     ref?.kill();
