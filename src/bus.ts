@@ -9,6 +9,7 @@ import { AgentTable } from './agents/agent-table.js';
 import { Authenticator } from './agents/authenticator.js';
 import { isUnspecifiedAddress, LOOPBACK_HOSTS } from './agents/hosts.js';
 import { HttpFront } from './agents/http-front.js';
+import { sharedSealKey } from './agents/request-state.js';
 import { aggregateDescription, type RpcDeps, upstreamDescription } from './agents/rpc.js';
 import { type DirectoryUpstream, UpstreamDirectory } from './agents/upstream-directory.js';
 import { Catalog } from './catalog/catalog.js';
@@ -195,6 +196,11 @@ export class Bus {
       logger: this.logger,
     });
     this.front = new HttpFront({
+      requestStateKey: await sharedSealKey(this.store.vault).catch((err: unknown) => {
+        // The store is down at start: a key of this process's own; states it seals open only here.
+        this.logger.warn({ err: (err as Error).message }, 'request-state key not in the store; using a local one');
+        return undefined;
+      }),
       host,
       port: this.opts.port ?? cfg.server.port,
       allowedHosts: cfg.server.allowedHosts,

@@ -75,6 +75,8 @@ const LISTEN_FILTER: Record<string, string> = {
 export const LIMIT_EXCEEDED = -32000;
 
 export interface HttpFrontOptions {
+  /** The key that seals 2026-07-28 requestState, shared through the store (request-state.ts). */
+  requestStateKey?: Buffer | undefined;
   host: string;
   port: number;
   allowedHosts: readonly string[];
@@ -132,13 +134,14 @@ export class HttpFront {
   /** Upstream requests relayed to 2025 agents on their calls' SSE streams, awaiting the agents' answers. */
   private readonly asks = new AgentAsks();
   /** Multi round-trip requests of 2026-07-28 agents: sealed states and parked calls (input-rounds.ts). */
-  private readonly rounds = new InputRounds();
+  private readonly rounds: InputRounds;
   /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
   private draining = false;
   /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
   private openPosts = 0;
 
   constructor(private readonly opts: HttpFrontOptions) {
+    this.rounds = new InputRounds(opts.requestStateKey);
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
     this.subscriptions = new SubscriptionTable(opts.subscriptionUpstream);
     this.sessions = new SessionTable({

@@ -22,9 +22,14 @@ export type Opened =
 export type Resumed = { kind: 'result'; result: Result } | { kind: 'refuse'; message: string };
 
 export class InputRounds {
-  private readonly seal = new RequestStateSeal();
+  private readonly seal: RequestStateSeal;
   /** 2026-07-28 agents' calls waiting for their answers, by id. */
   private readonly parked = new Map<string, ParkedCall<Result>>();
+
+  /** `sealKey`: shared by every replica on the same store (request-state.ts: sharedSealKey); random if absent. */
+  constructor(sealKey?: Buffer) {
+    this.seal = new RequestStateSeal(sealKey);
+  }
 
   /** Unseals a retry's requestState; a request without one runs as it is. */
   open(binding: SealBinding): Opened {

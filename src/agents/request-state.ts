@@ -4,9 +4,30 @@
 // state. Its retry must bring the seal back unchanged: a seal opened by another agent, for another tool or key, or
 // altered in any byte, is refused before anything reaches the upstream.
 //
-// The key is made per process: a follow-up call must reach the replica that sealed the state (docs/protocol.md).
+// The key lives in the state store (sharedSealKey): every replica on one Redis, and a SQLite bus across restarts,
+// seal and open with the same key, so a follow-up call may reach any of them. (A parked call is another matter: it is
+// an upstream call running in one process; see parked-calls.ts.)
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { KEY_META } from '../catalog/catalog.js';
+import type { VaultStore } from '../store/contract.js';
+
+const KEY_BLOB = 'toolbus/request-state-key';
+
+/**
+ * The seal key shared through the store: read, or made once (the first replica to write it wins, the others read
+ * it). An attacker who can read the store could forge a seal, which would let an agent send the upstream a state of
+ * its choosing, as it could without toolbus; parked calls are still bound to their agent.
+ */
+export async function sharedSealKey(vault: VaultStore): Promise<Buffer> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const stored = await vault.getBlob(KEY_BLOB);
+    if (stored && /^[0-9a-f]{64}$/.test(stored.value)) return Buffer.from(stored.value, 'hex');
+    const fresh = randomBytes(32).toString('hex');
+    const written = await vault.putBlob(KEY_BLOB, fresh, stored?.version ?? 0);
+    if (written !== null) return Buffer.from(fresh, 'hex');
+  }
+  throw new Error('the request-state key could not be read or written in the state store');
+}
 
 const PREFIX = 'tb1.';
 

@@ -19,6 +19,7 @@ import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/cli
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { Redis } from 'ioredis';
 import { type BusProcess, startBus, tempDir } from '../helpers/bus-process.js';
 import { busErrorStrict, post, type ToolCallResult } from '../helpers/mcp-http.js';
 import { startReference } from '../helpers/reference.js';
@@ -366,5 +367,56 @@ upstreams:
     assert.equal(replay.result.resultType, 'complete');
     assert.match(textOf(replay.result), /state-ok/);
     assert.equal((replay.result._meta as Record<string, unknown>)['toolbus/replayed'], true);
+  });
+});
+
+describe('a sealed requestState across replicas', () => {
+  const prefix = `tb-eras-${process.pid}-${Date.now()}:`;
+  const REDIS_URL = 'redis://127.0.0.1:6379/0';
+  let reference: ChildProcess;
+  let replicas: BusProcess[] = [];
+  before(async () => {
+    const started = await startReference();
+    reference = started.child;
+    const yaml = `
+store: { kind: redis, url: "${REDIS_URL}", prefix: "${prefix}" }
+agents: [{ id: alice, token: "alice-token-1" }]
+upstreams:
+  both:
+    url: ${started.url}
+    tools:
+      test_input_required_result_request_state: { kind: read }
+`;
+    replicas = await Promise.all([startBus(yaml), startBus(yaml)]);
+  });
+  after(async () => {
+    await Promise.all(replicas.map((b) => b.stop()));
+    reference?.kill();
+    const redis = new Redis(REDIS_URL);
+    try {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('a state sealed by one replica opens on another (the key is shared through the store)', async () => {
+    const call = (bus: BusProcess, extra: Record<string, unknown> = {}) =>
+      post(`${bus.url}/both`, 'alice-token-1', {
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'tools/call',
+        params: { name: 'test_input_required_result_request_state', arguments: {}, _meta: MODERN, ...extra },
+      });
+    const first = (await call(replicas[0]!)).body as { result: Record<string, unknown> };
+    assert.equal(first.result.resultType, 'input_required');
+    const done = (
+      await call(replicas[1]!, {
+        requestState: first.result.requestState,
+        inputResponses: { confirm: { action: 'accept', content: { ok: true } } },
+      })
+    ).body as { result: Record<string, unknown> };
+    assert.match(textOf(done.result), /state-ok/);
   });
 });
