@@ -188,10 +188,6 @@ export class UpstreamConnection extends EventEmitter {
     return gen.request(method, params, opts);
   }
 
-  async notify(method: string, params?: Record<string, unknown>): Promise<void> {
-    await this.current?.transport.send({ jsonrpc: '2.0', method, ...(params ? { params } : {}) } as never);
-  }
-
   /**
    * Live credential rotation. HTTP: the next request uses the new headers (same session). Stdio: blue/green: a new
    * process with the new env takes new calls once ready; the old one finishes its in-flight calls, then exits.
