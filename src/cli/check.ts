@@ -17,6 +17,7 @@ import { defaultConfigPath } from './config-path.js';
 interface Probe {
   name: string;
   tools?: Record<string, unknown>[];
+  revisions?: string[];
   failure?: string;
 }
 
@@ -73,7 +74,7 @@ async function probe(
       if (trail.stderr.length > 0) lines.push('its stderr:', ...trail.stderr.slice(-10).map((l) => `  ${l}`));
       return { name, failure: lines.join('\n    ') };
     }
-    return { name, tools: await listAllTools(conn) };
+    return { name, tools: await listAllTools(conn), revisions: conn.revisions };
   } catch (err) {
     return { name, failure: (err as Error).message };
   } finally {
@@ -132,7 +133,10 @@ export async function runCheck(argv: string[]): Promise<number> {
       continue;
     }
     catalog.setUpstream(p.name, ucfg, { tools: p.tools ?? [] });
-    process.stdout.write(`\nupstream ${p.name}: connected (${p.tools?.length ?? 0} tools; ${sharingLine(ucfg)})\n`);
+    const speaks = `speaks ${(p.revisions ?? []).join(' and ') || 'nothing known'}`;
+    process.stdout.write(
+      `\nupstream ${p.name}: connected (${p.tools?.length ?? 0} tools; ${sharingLine(ucfg)}; ${speaks})\n`,
+    );
     for (const t of catalog.all()) {
       if (t.upstream !== p.name) continue;
       const lease =

@@ -27,7 +27,7 @@ td.err{max-width:28rem;white-space:normal;font-size:12px}
 <div id="status" class="muted">loading…</div>
 <h2>Upstreams over the last <span id="window">minutes</span></h2><div id="charts" class="charts"></div>
 <h2>Agents</h2><table id="agents"><thead><tr><th>agent</th><th>tenant</th><th>weight</th><th>sessions</th><th>calls</th><th>errors</th><th>replays</th><th>avg ms</th><th>last call</th></tr></thead><tbody></tbody></table>
-<h2>Upstreams</h2><table id="upstreams"><thead><tr><th>upstream</th><th>state</th><th>pid</th><th>breaker</th><th>tools</th><th>in flight</th><th>queued</th><th>queued per agent</th><th>restarts</th><th>last error</th><th>sharing · sessions</th></tr></thead><tbody></tbody></table>
+<h2>Upstreams</h2><table id="upstreams"><thead><tr><th>upstream</th><th>state</th><th>pid</th><th>breaker</th><th>tools</th><th>in flight</th><th>queued</th><th>queued per agent</th><th>restarts</th><th>last error</th><th>sharing · sessions</th><th>protocol</th></tr></thead><tbody></tbody></table>
 <h2>Calls in flight <span id="inflight-count" class="muted"></span></h2><table id="calls"><thead><tr><th>agent</th><th>tool</th><th>doing</th><th>running for (ms)</th></tr></thead><tbody></tbody></table>
 <h2>Leases</h2><table id="leases"><thead><tr><th>scope</th><th>holder</th><th>fencing token</th><th>waiting</th></tr></thead><tbody></tbody></table>
 <h2>Recent replays and errors <span class="muted">(latest 15)</span></h2><table id="recent"><thead><tr><th>time</th><th>agent</th><th>tool</th><th>outcome</th><th>ms</th></tr></thead><tbody></tbody></table>
@@ -79,7 +79,7 @@ async function tick(){
     drawCharts(d);
     const totals=(d.timeline&&d.timeline.agents)||{};
     fill('agents',d.agents,['id','tenant','weight','sessions',a=>(totals[a.id]||{}).calls||0,a=>(totals[a.id]||{}).errors||0,a=>(totals[a.id]||{}).replays||0,a=>{const x=totals[a.id];return x&&x.calls?Math.round(x.totalMs/x.calls):''},a=>{const x=totals[a.id];return x&&x.lastAt?new Date(x.lastAt).toLocaleTimeString():''}]);
-    fill('upstreams',d.upstreams,['name','state','pid','breaker','tools','inFlight','queued',u=>Object.entries(u.perAgent||{}).filter(([,v])=>v.queued>0).map(([k,v])=>k+':'+v.queued).join(' '),u=>u.restarts??0,lastError,u=>(u.sharing||'shared')+(u.sessions?' · '+u.sessions.live+' of '+u.sessions.max+' sessions':'')]);
+    fill('upstreams',d.upstreams,['name','state','pid','breaker','tools','inFlight','queued',u=>Object.entries(u.perAgent||{}).filter(([,v])=>v.queued>0).map(([k,v])=>k+':'+v.queued).join(' '),u=>u.restarts??0,lastError,u=>(u.sharing||'shared')+(u.sessions?' · '+u.sessions.live+' of '+u.sessions.max+' sessions':''),u=>(u.protocols||[]).join(', ')]);
     for(const td of document.querySelectorAll('#upstreams tbody td:last-child'))td.className='err';
     fill('calls',d.calls,['agent','tool',c=>PHASE[c.phase]||'checking',c=>c.ms]);
     document.getElementById('inflight-count').textContent='('+d.calls.length+')';

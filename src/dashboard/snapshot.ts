@@ -52,6 +52,7 @@ export async function dashboardSnapshot(src: SnapshotSources, admin: boolean): P
       ...r.queue.snapshot(),
       // per-agent/per-tenant: one line per live session (keyed by agent id or tenant, both shown above anyway).
       sharing: r.sharing,
+      protocols: r.connection.revisions,
       sessions: { live: r.sessionCount, max: r.maxSessions, list: r.sessionList() },
     })),
     // A holder on this replica is shown as its agent and tool; one on another replica by its owner id.

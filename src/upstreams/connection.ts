@@ -58,6 +58,11 @@ export class UpstreamConnection extends EventEmitter {
     return this.current?.capabilities;
   }
 
+  /** The protocol revisions the current generation speaks with the upstream; empty while not connected. */
+  get revisions(): string[] {
+    return this.current?.revisions ?? [];
+  }
+
   get instructions(): string | undefined {
     return this.current?.instructions;
   }

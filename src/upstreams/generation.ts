@@ -122,6 +122,15 @@ export class Generation {
   protocolVersion: string | undefined;
   /** The revisions this upstream answered: the 2025 session (`initialize`) and the stateless 2026-07-28 one. */
   readonly eras = { legacy: false, modern: false };
+  private legacyVersion: string | undefined;
+
+  /** The protocol revisions toolbus speaks with this upstream, oldest first (for `check` and the dashboard). */
+  get revisions(): string[] {
+    return [
+      ...(this.eras.legacy && this.legacyVersion ? [this.legacyVersion] : []),
+      ...(this.eras.modern ? [MODERN_VERSION] : []),
+    ];
+  }
   /**
    * HTTP: the stateless 2026-07-28 requests go on a transport of their own that never has a session (stdio carries
    * both on its one link, but a process serves only one revision).
@@ -307,6 +316,7 @@ export class Generation {
       { timeoutMs },
     );
     this.eras.legacy = true;
+    this.legacyVersion = typeof init.protocolVersion === 'string' ? init.protocolVersion : LATEST_PROTOCOL_VERSION;
     this.capabilities = (init.capabilities as Record<string, unknown> | undefined) ?? {};
     this.instructions = typeof init.instructions === 'string' ? init.instructions : undefined;
     this.protocolVersion = typeof init.protocolVersion === 'string' ? init.protocolVersion : LATEST_PROTOCOL_VERSION;

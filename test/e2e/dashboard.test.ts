@@ -76,9 +76,11 @@ upstreams:
     assert.ok(agents.some((r) => r.includes('worker')));
     await waitFor(
       async () =>
-        (await cells('upstreams')).some((r) => /lab\s+ready\s+\d+/.test(r) && /shared · 1 of \d+ sessions/.test(r)),
+        (await cells('upstreams')).some(
+          (r) => /lab\s+ready\s+\d+/.test(r) && /shared · 1 of \d+ sessions/.test(r) && /2025-11-25/.test(r),
+        ),
       5000,
-      'upstream row ready with a pid',
+      'upstream row ready with a pid, its sharing and the protocol revision it speaks',
     );
   });
 

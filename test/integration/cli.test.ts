@@ -77,6 +77,7 @@ upstreams:
     writeFileSync(join(dir, 'toolbus.yaml'), labConfig(dir));
     const r = toolbus(['check'], dir, { PLANNER_TOKEN: 'planner-secret-token' });
     assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /upstream lab: connected \(\d+ tools; [^)]*speaks 2025-11-25\)/);
     assert.match(r.stdout, /lab__echo\s+read\s+key:off/);
     assert.match(r.stdout, /lab__counter_incr\s+write\s+key:required\s+lease: counter:\{\/entity\}/);
     assert.match(r.stdout, /lab__slow\s+write\s+key:required\s+lease: lab \(whole upstream\)/);
