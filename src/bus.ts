@@ -321,6 +321,7 @@ export class Bus {
       maxMessageBytes: this.loaded.config.limits.maxUpstreamMessageBytes,
       queue,
       onNotification,
+      agentRoots: (agentId) => this.front?.agentRoots(agentId) ?? Promise.resolve(undefined),
       onRestart: () => this.metrics.restart(name),
       onBreakerChange: (state, previous) => {
         this.metrics.breaker(name, state);

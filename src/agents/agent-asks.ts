@@ -6,6 +6,13 @@ import { METHOD_NOT_FOUND } from './rpc.js';
 
 const ANSWER_WITHIN_MS = 10 * 60_000;
 
+/** The client capability each request needs. */
+const NEEDS: Record<string, string> = {
+  'sampling/createMessage': 'sampling',
+  'elicitation/create': 'elicitation',
+  'roots/list': 'roots',
+};
+
 type Reply = { result?: unknown; error?: unknown };
 
 export class AgentAsks {
@@ -21,8 +28,7 @@ export class AgentAsks {
     signal: AbortSignal,
     write: (msg: Record<string, unknown>) => void,
   ): Promise<Record<string, unknown>> {
-    const needed =
-      method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : '';
+    const needed = NEEDS[method] ?? '';
     if (!needed || caps[needed] === undefined) {
       return Promise.reject(
         Object.assign(new Error(`the agent's client does not support ${method}`), { code: METHOD_NOT_FOUND }),

@@ -933,6 +933,44 @@ export class HttpFront {
     }
   }
 
+  /**
+   * An agent's roots, asked on one of its 2025 sessions' standalone streams (for its `sharing: per-agent` upstream
+   * sessions); undefined when no session of it can be asked (none open, no stream, no roots capability), or it does
+   * not answer within 10 s.
+   */
+  async agentRoots(agentId: string): Promise<{ uri: string; name?: string }[] | undefined> {
+    // A client opens its standalone stream just after initialize, and an upstream asks for roots just after its own
+    // session opens, often on that agent's first call: a session that can be asked but has no stream yet is waited
+    // for, up to a second.
+    const until = Date.now() + 1000;
+    for (;;) {
+      const sessions = [...this.sessions.values()].filter(
+        (s) => s.agent.id === agentId && s.clientCapabilities.roots !== undefined,
+      );
+      if (sessions.length === 0) return undefined;
+      const s = sessions.find((x) => x.streams.size > 0);
+      if (s) return this.askRoots(agentId, s);
+      if (Date.now() >= until) return undefined;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** roots/list on the session's standalone stream; the answer, kept to well-formed roots (1,000 at most). */
+  private async askRoots(agentId: string, s: Session): Promise<{ uri: string; name?: string }[] | undefined> {
+    const stream = [...s.streams][0]!;
+    const write = (msg: Record<string, unknown>) =>
+      stream.write(`event: message\ndata: ${this.opts.redact(JSON.stringify(msg))}\n\n`);
+    const answer = await this.asks
+      .ask(agentId, s.clientCapabilities, 'roots/list', undefined, AbortSignal.timeout(10_000), write)
+      .catch(() => undefined);
+    const roots = answer?.roots;
+    if (!Array.isArray(roots)) return undefined;
+    return roots
+      .filter((r): r is { uri: string; name?: unknown } => typeof (r as { uri?: unknown })?.uri === 'string')
+      .slice(0, 1000)
+      .map((r) => ({ uri: r.uri, ...(typeof r.name === 'string' ? { name: r.name } : {}) }));
+  }
+
   private failure(id: string | number, method: string, err: unknown): Reply {
     if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
     this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');

@@ -6,10 +6,10 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { isStdioUpstream, type UpstreamConfig } from '../config/schema.js';
 import { UpstreamUnavailable } from './errors.js';
-import { Generation, type UpstreamRequestOptions, type UpstreamState } from './generation.js';
+import { Generation, type Root, type UpstreamRequestOptions, type UpstreamState } from './generation.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
 
-export type { ServerRequestAsker, UpstreamRequestOptions, UpstreamState } from './generation.js';
+export type { Root, ServerRequestAsker, UpstreamRequestOptions, UpstreamState } from './generation.js';
 
 /** A connection must stay up this long before a later failure restarts the backoff from its first step. */
 const STABLE_AFTER_MS = 10_000;
@@ -29,7 +29,13 @@ export class UpstreamConnection extends EventEmitter {
   constructor(
     readonly name: string,
     private cfg: UpstreamConfig,
-    private readonly opts: { logger?: Logger; maxMessageBytes?: number; auth?: UpstreamAuth | undefined } = {},
+    private readonly opts: {
+      logger?: Logger;
+      maxMessageBytes?: number;
+      auth?: UpstreamAuth | undefined;
+      /** A per-agent session's agent's own roots (upstream-unit.ts); absent: roots come from config alone. */
+      agentRoots?: () => Promise<readonly Root[] | undefined>;
+    } = {},
   ) {
     super();
     // needs_login is a state too (for /readyz, metrics, the catalog); a new login reconnects at once.
@@ -132,6 +138,7 @@ export class UpstreamConnection extends EventEmitter {
       this.opts.logger,
       this.opts.maxMessageBytes ?? 16 * 1024 * 1024,
       this.opts.auth,
+      this.opts.agentRoots,
     );
     gen.onNotification = (method, params, deliveredTo) => this.emit('notification', method, params, deliveredTo);
     gen.onClosed = (g) => {

@@ -2,7 +2,8 @@
 // (a 2026-07-28 agent's envelope is forwarded with its call), on the channel of that era when the upstream has it.
 // When the upstream only has the other era, toolbus translates: a 2025 agent's request goes to a 2026-only upstream
 // with an envelope of the bus's making, and the upstream's InputRequiredResult rounds are answered inside that one
-// call (the embedded elicitation and sampling requests go to the agent whose call it is, roots come from config).
+// call (the embedded elicitation and sampling requests go to the agent whose call it is; roots are what a roots/list
+// request would get, generation.ts).
 
 import { UpstreamRpcError } from './errors.js';
 import type { ServerRequestAsker } from './generation.js';
@@ -63,7 +64,7 @@ export async function answerInputRounds(
   send: (params: Record<string, unknown> | undefined) => Promise<Record<string, unknown>>,
   params: Record<string, unknown> | undefined,
   asker: ServerRequestAsker | undefined,
-  roots: readonly { uri: string; name?: string | undefined }[],
+  roots: () => Promise<readonly { uri: string; name?: string | undefined }[]>,
 ): Promise<Record<string, unknown>> {
   let current = params;
   for (let round = 0; round <= MAX_ROUNDS; round++) {
@@ -78,7 +79,7 @@ export async function answerInputRounds(
     for (const [key, req] of Object.entries(requests)) {
       const method = typeof req?.method === 'string' ? req.method : '';
       const reqParams = (req?.params ?? undefined) as Record<string, unknown> | undefined;
-      if (method === 'roots/list') responses[key] = { roots: roots.map((r) => ({ ...r })) };
+      if (method === 'roots/list') responses[key] = { roots: (await roots()).map((r) => ({ ...r })) };
       else if (asker) responses[key] = await asker.ask(method, reqParams);
       else throw new UpstreamRpcError(-32603, `toolbus: nobody can answer ${method.slice(0, 60)} for this request`);
     }

@@ -27,6 +27,12 @@ import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { routeServerRequest, sniffServerRequests } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
+/** A root as MCP names it (roots/list). */
+export interface Root {
+  uri: string;
+  name?: string | undefined;
+}
+
 /** `needs_login`: an OAuth upstream whose grant is gone until an operator runs `toolbus login NAME`. */
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed' | 'needs_login';
 
@@ -152,6 +158,7 @@ export class Generation {
     private readonly logger: Logger | undefined,
     private readonly maxMessageBytes: number,
     private readonly auth?: UpstreamAuth,
+    private readonly agentRoots?: () => Promise<readonly Root[] | undefined>,
   ) {
     if (isStdioUpstream(cfg)) {
       const transport = new StdioLink({
@@ -366,7 +373,7 @@ export class Generation {
       (p) => this.send(transport, method, enveloped(p), opts),
       params,
       opts.asker,
-      this.cfg.roots ?? [],
+      () => this.roots(),
     );
   }
 
@@ -537,7 +544,7 @@ export class Generation {
     const reply = (body: Pick<JsonRpc, 'result' | 'error'>) =>
       this.transport.send({ jsonrpc: '2.0', id: msg.id, ...body } as never).catch(() => {});
     if (msg.method === 'ping') return reply({ result: {} });
-    if (msg.method === 'roots/list') return reply({ result: { roots: this.cfg.roots ?? [] } });
+    if (msg.method === 'roots/list') return reply({ result: { roots: await this.roots() } });
     const origin = this.streamOrigin.get(String(msg.id));
     this.streamOrigin.delete(String(msg.id));
     // Only calls sent on the transport the question came on can have asked it (a 2026-07-28 call never does).
@@ -559,6 +566,20 @@ export class Generation {
     } finally {
       if (call) call.asking--;
     }
+  }
+
+  /**
+   * What the upstream gets for roots/list: a per-agent session its agent's roots, kept to those inside the config's
+   * roots when there are any; everything else (and an agent that cannot be asked) the config's roots.
+   */
+  private async roots(): Promise<Root[]> {
+    const configured = this.cfg.roots ?? [];
+    const own = await this.agentRoots?.().catch(() => undefined);
+    if (!own) return configured.map((r) => ({ ...r }));
+    if (configured.length === 0) return own.map((r) => ({ ...r }));
+    const inside = (uri: string, root: string) =>
+      uri === root || uri.startsWith(root.endsWith('/') ? root : `${root}/`);
+    return own.filter((r) => configured.some((c) => inside(r.uri, c.uri))).map((r) => ({ ...r }));
   }
 
   /** Rejects everything in flight as lost (it was written: its outcome is unknown) and reports the generation closed. */

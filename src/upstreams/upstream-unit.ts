@@ -10,7 +10,7 @@ import type { UpstreamConfig } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { AdmissionQueue } from '../pipeline/fair-queue.js';
 import { type BreakerState, CircuitBreaker } from './circuit-breaker.js';
-import { type ServerRequestAsker, UpstreamConnection, type UpstreamState } from './connection.js';
+import { type Root, type ServerRequestAsker, UpstreamConnection, type UpstreamState } from './connection.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { configForSession, ensureSessionCwd, LISTING_KEY, sharingProblems } from './session-config.js';
 import { type SessionInfo, SessionPool } from './session-pool.js';
@@ -37,6 +37,8 @@ export interface UpstreamUnitOptions {
   maxMessageBytes: number;
   queue: AdmissionQueue;
   /** A session's upstream sent a notification (tools/list_changed and the like). */
+  /** The roots an agent's client gives (asked on one of its session streams), or undefined when it cannot be asked. */
+  agentRoots?: (agentId: string) => Promise<readonly Root[] | undefined>;
   /** `deliveredTo`: the agent a log message already went to, on its call's stream. */
   onNotification: (method: string, params?: Record<string, unknown>, deliveredTo?: string) => void;
   /** A session's connection restarted (supervision). */
@@ -182,10 +184,15 @@ export class UpstreamUnit {
   private connect(cfg: UpstreamConfig, session: string): UpstreamConnection {
     const cwdProblem = ensureSessionCwd(this.cfg, cfg);
     if (cwdProblem) this.opts.logger.warn({ err: cwdProblem, session }, 'cannot create the session working directory');
+    // A per-agent session may see its own agent's roots (narrowed to the config's); nobody else's session does.
+    const rootsOf = this.opts.agentRoots;
+    const ownRoots =
+      this.cfg.sharing === 'per-agent' && session !== LISTING_KEY && rootsOf ? () => rootsOf(session) : undefined;
     const connection = new UpstreamConnection(this.name, cfg, {
       logger: this.opts.logger.child({ session }),
       maxMessageBytes: this.opts.maxMessageBytes,
       auth: this.opts.auth,
+      ...(ownRoots ? { agentRoots: ownRoots } : {}),
     });
     // The bus listens to the listing/shared connection itself (state, restarts, notifications).
     if (session !== 'listing') {

@@ -2,7 +2,7 @@
 // sampling, elicitation and roots tools only for clients that declare those capabilities, so it shows that toolbus
 // offers them upstream; with `sharing: per-agent` each agent has its own process, so two agents asked at the same
 // moment each get their own answer back, never the other's, whichever era their client speaks. Its roots come from
-// the bus's config, never from an agent.
+// the bus's config, or, for an agent whose client offers roots, that agent's own kept to those inside the config's.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -45,6 +45,7 @@ store: { kind: memory }
 agents:
   - { id: alice, token: "alice-token-1" }
   - { id: bob, token: "bob-token-123" }
+  - { id: carol, token: "carol-token-12" }
 upstreams:
   everything:
     command: ${process.execPath}
@@ -101,6 +102,31 @@ upstreams:
     try {
       const text = textOf(await client.callTool({ name: 'get-roots-list', arguments: {} }));
       assert.match(text, /file:\/\/\/srv\/shared/);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("a per-agent session gets its own agent's roots, kept to those inside the config's", async () => {
+    const client = new Client(
+      { name: 'everything-carol', version: '1.0.0' },
+      { capabilities: { roots: { listChanged: false } } },
+    );
+    client.setRequestHandler('roots/list', async () => ({
+      roots: [
+        { uri: 'file:///srv/shared/carol-work', name: 'work' },
+        { uri: 'file:///etc', name: 'outside' },
+      ],
+    }));
+    await client.connect(
+      new StreamableHTTPClientTransport(new URL(`${bus.url}/everything`), {
+        requestInit: { headers: { authorization: 'Bearer carol-token-12' } },
+      }),
+    );
+    try {
+      const text = textOf(await client.callTool({ name: 'get-roots-list', arguments: {} }));
+      assert.match(text, /file:\/\/\/srv\/shared\/carol-work/);
+      assert.doesNotMatch(text, /file:\/\/\/etc/, 'a root outside the config is not passed on');
     } finally {
       await client.close();
     }
