@@ -59,6 +59,8 @@ interface Listener {
   readonly endpoint: string | undefined;
   readonly id: string;
   readonly filter: Record<string, unknown>;
+  /** Set once the stream is acknowledged: nothing is written to it before. */
+  open?: boolean;
 }
 
 const SUBSCRIPTION_ID_META = 'io.modelcontextprotocol/subscriptionId';
@@ -216,7 +218,7 @@ export class HttpFront {
     const flag = LISTEN_FILTER[method];
     if (flag !== undefined && !to) {
       for (const l of this.listeners) {
-        if (l.filter[flag] !== true) continue;
+        if (l.filter[flag] !== true || !l.open) continue;
         const tagged = {
           ...params,
           _meta: { ...(params?._meta as Record<string, unknown>), [SUBSCRIPTION_ID_META]: l.id },
@@ -243,6 +245,7 @@ export class HttpFront {
       if (!s.agent.allows(`${upstream}__*`)) continue;
       const shown = s.endpoint === undefined ? wrapUri(upstream, uri) : uri;
       const listening = 'res' in s;
+      if (listening && !s.open) continue;
       const meta = listening ? { _meta: { [SUBSCRIPTION_ID_META]: s.id } } : {};
       const text = this.opts.redact(
         JSON.stringify({
@@ -639,13 +642,27 @@ export class HttpFront {
     const params = (m.params ?? {}) as Record<string, unknown>;
     const filter = (params.notifications ?? {}) as Record<string, unknown>;
     const listener: Listener = { res, agent, endpoint, id: `sub-${randomUUID()}`, filter };
+    // Counted and cleaned up from the start: an agent that goes away while its subscriptions are being taken leaves
+    // nothing behind, and concurrent opens cannot pass the cap.
+    this.listeners.add(listener);
+    let ping: NodeJS.Timeout | undefined;
+    res.on('close', () => {
+      clearInterval(ping);
+      this.listeners.delete(listener);
+      this.subscriptions.dropSession(listener);
+    });
     // Resource subscriptions are taken before the stream is acknowledged: a URI the agent may not read, or one its
     // upstream refuses, fails the request as a whole.
     const uris = filter.resourceSubscriptions;
     if (uris !== undefined) {
       const refused = await this.subscribeListener(listener, uris);
+      if (res.destroyed) {
+        this.subscriptions.dropSession(listener);
+        return;
+      }
       if (refused) {
         this.subscriptions.dropSession(listener);
+        this.listeners.delete(listener);
         this.sendJson(res, refused.status, rpcError(m.id, refused.code, refused.message));
         return;
       }
@@ -657,13 +674,8 @@ export class HttpFront {
       params: { _meta: { [SUBSCRIPTION_ID_META]: listener.id } },
     };
     res.write(`event: message\ndata: ${JSON.stringify(ack)}\n\n`);
-    this.listeners.add(listener);
-    const ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
-    res.on('close', () => {
-      clearInterval(ping);
-      this.listeners.delete(listener);
-      this.subscriptions.dropSession(listener);
-    });
+    listener.open = true;
+    ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
   }
 
   /** The `resourceSubscriptions` of a listen request, each subscribed to; or why not. */
@@ -847,7 +859,8 @@ export class HttpFront {
       return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
     // A multi round-trip retry brings back the requestState toolbus sealed (input-rounds.ts).
     const binding = { agentId: agent.id, endpoint, method, params };
-    const opened: Opened = modern ? this.rounds.open(binding) : { kind: 'run', params };
+    // The 2025 revisions have no multi round-trip fields: an agent cannot slip an unsealed state past the seal there.
+    const opened: Opened = modern ? this.rounds.open(binding) : { kind: 'run', params: withoutRoundFields(params) };
     if (opened.kind === 'refuse') return rpcError(id, -32602, opened.message);
     if (opened.kind === 'resume') return this.resume(id, opened.call, binding);
     const forwarded = opened.params;
@@ -976,6 +989,12 @@ export class HttpFront {
     this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
     return rpcError(id, -32603, 'Internal error');
   }
+}
+
+function withoutRoundFields(params: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (params?.requestState === undefined && params?.inputResponses === undefined) return params;
+  const { requestState: _state, inputResponses: _responses, ...rest } = params;
+  return rest;
 }
 
 /** A 2026-07-28 result: an InputRequiredResult as it is; others with caching hints where due, and `resultType`. */

@@ -115,7 +115,8 @@ export class UpstreamDirectory {
   /** Remembers who created a task, so that no other agent can read, answer or cancel it here. */
   noteTask(agent: AgentIdentity, upstream: string, taskId: string): void {
     const key = `${upstream}\u0000${taskId}`;
-    this.taskOwners.delete(key);
+    // A replay of the key (another agent of the same tenant may replay it) does not take the task from its creator.
+    if (this.taskOwners.has(key)) return;
     this.taskOwners.set(key, agent.id);
     if (this.taskOwners.size > MAX_TASK_OWNERS) this.taskOwners.delete(this.taskOwners.keys().next().value!);
   }
@@ -152,7 +153,10 @@ export class UpstreamDirectory {
       'tasks',
       signal,
       (up, t) => wrapTaskIds(up, t),
-      (up, t) => this.find(up)?.usableBy(agent) === true && this.mayTouchTask(agent, up, String(t.taskId)),
+      // Only tasks this agent created here are listed: a list would otherwise hand out the ids that make the others'
+      // tasks reachable.
+      (up, t) =>
+        this.find(up)?.usableBy(agent) === true && this.taskOwners.get(`${up}\u0000${String(t.taskId)}`) === agent.id,
     );
   }
 

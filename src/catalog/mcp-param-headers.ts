@@ -1,6 +1,7 @@
 // SEP-2243's `Mcp-Param-*` headers: which tool arguments a schema marks with `x-mcp-header`, and how a value is
 // written in a header (literal, or `=?base64?…?=`) and read back. Used by the front to check what agents send and by
 // the forward stage to send the same headers to a 2026-07-28 upstream.
+const HEADER_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/;
 const SENTINEL_PREFIX = '=?base64?';
 const SENTINEL_SUFFIX = '?=';
 const CANONICAL_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -23,7 +24,8 @@ export function headerDeclarations(schema: unknown, path: string[] = []): Header
     if (sub === null || typeof sub !== 'object') continue;
     const s = sub as Record<string, unknown>;
     const header = s['x-mcp-header'];
-    if (typeof header === 'string' && header.length > 0)
+    // Only a valid header-name token is used (RFC 9110); a schema that names something else is ignored for headers.
+    if (typeof header === 'string' && HEADER_TOKEN.test(header))
       out.push({ path: [...path, key], header, type: typeof s.type === 'string' ? s.type : undefined });
     if (path.length < 8) out.push(...headerDeclarations(s, [...path, key]));
   }

@@ -5,7 +5,6 @@
 // call (the embedded elicitation and sampling requests go to the agent whose call it is; roots are what a roots/list
 // request would get, generation.ts).
 
-import { UpstreamRpcError } from './errors.js';
 import type { ServerRequestAsker } from './generation.js';
 
 export const MODERN_VERSION = '2026-07-28';
@@ -65,7 +64,18 @@ export async function answerInputRounds(
   params: Record<string, unknown> | undefined,
   asker: ServerRequestAsker | undefined,
   roots: () => Promise<readonly { uri: string; name?: string | undefined }[]>,
+  signal?: AbortSignal,
 ): Promise<Record<string, unknown>> {
+  // The call's own deadline and cancellation hold between rounds too, while the agent is being asked.
+  const untilAborted = <T>(p: Promise<T>): Promise<T> =>
+    signal
+      ? new Promise<T>((resolve, reject) => {
+          if (signal.aborted) return reject(signal.reason);
+          const onAbort = () => reject(signal.reason);
+          signal.addEventListener('abort', onAbort, { once: true });
+          p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+        })
+      : p;
   let current = params;
   for (let round = 0; round <= MAX_ROUNDS; round++) {
     const result = await send(current);
@@ -80,8 +90,15 @@ export async function answerInputRounds(
       const method = typeof req?.method === 'string' ? req.method : '';
       const reqParams = (req?.params ?? undefined) as Record<string, unknown> | undefined;
       if (method === 'roots/list') responses[key] = { roots: (await roots()).map((r) => ({ ...r })) };
-      else if (asker) responses[key] = await asker.ask(method, reqParams);
-      else throw new UpstreamRpcError(-32603, `toolbus: nobody can answer ${method.slice(0, 60)} for this request`);
+      else if (!asker) throw new InputNotGiven(`the agent's request cannot be asked ${method.slice(0, 60)}`);
+      else {
+        try {
+          responses[key] = await untilAborted(asker.ask(method, reqParams));
+        } catch (err) {
+          if (signal?.aborted) throw err;
+          throw new InputNotGiven(`the agent did not answer ${method.slice(0, 60)}: ${(err as Error).message}`);
+        }
+      }
     }
     const { inputResponses: _old, requestState: _state, ...rest } = current ?? {};
     current = {
@@ -90,5 +107,17 @@ export async function answerInputRounds(
       ...(result.requestState !== undefined ? { requestState: result.requestState } : {}),
     };
   }
-  throw new UpstreamRpcError(-32603, `toolbus: the upstream still asked for input after ${MAX_ROUNDS} rounds`);
+  throw new InputNotGiven(`the upstream still asked for input after ${MAX_ROUNDS} rounds of answers`);
+}
+
+/**
+ * A translated call that ended without its input: the agent could not or did not answer, or the upstream kept asking.
+ * The upstream was waiting for input, so it did nothing it needed the input for: for the key, nothing was done (the
+ * key is released, the error is not recorded).
+ */
+export class InputNotGiven extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InputNotGiven';
+  }
 }

@@ -27,6 +27,10 @@ import type { UpstreamAuth } from './oauth/upstream-auth.js';
 import { routeServerRequest, sniffServerRequests } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
+function isEmptyObject(v: unknown): boolean {
+  return v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0;
+}
+
 /** A root as MCP names it (roots/list). */
 export interface Root {
   uri: string;
@@ -43,6 +47,8 @@ export interface UpstreamRequestOptions {
   timeoutMs?: number;
   /** Upstream notifications/progress for this request. */
   onProgress?: (params: Record<string, unknown>) => void;
+  /** The agent whose request this is (for attributing the upstream's log messages); absent for the bus's own. */
+  agentId?: string | undefined;
   /** HTTP headers for a 2026-07-28 request (SEP-2243 `Mcp-Param-*`); never sent in a 2025 session. */
   headers?: Record<string, string> | undefined;
   /**
@@ -89,6 +95,8 @@ interface Pending {
   /** The transport the request went on. */
   transport: StdioLink | StreamableHTTPClientTransport;
   onLog: UpstreamRequestOptions['onLog'];
+  /** The agent whose request this is; undefined for the bus's own. */
+  agentId: string | undefined;
   cleanup: () => void;
 }
 
@@ -214,6 +222,8 @@ export class Generation {
    */
   private capped(res: Response, sentBody: unknown): Response {
     if (!res.body || sentBody === undefined) return res;
+    // The long-lived subscriptions/listen stream is not one answer: like the GET stream, it is not capped as a whole.
+    if (typeof sentBody === 'string' && sentBody.includes('"subscriptions/listen"')) return res;
     const limit = this.maxMessageBytes;
     const declared = Number(res.headers.get('content-length') ?? Number.NaN);
     let seen = 0;
@@ -364,9 +374,14 @@ export class Generation {
     // A 2026 agent's envelope must not reach a 2025 session: a dual-era server would take the request as 2026.
     if (era === 'legacy') return this.send(this.transport, method, asked ? withoutEnvelope(params) : params, opts);
     const transport = this.modernTransport ?? this.transport;
-    const caps = opts.asker?.capabilities
-      ? { ...opts.asker.capabilities, roots: { listChanged: false } }
-      : CLIENT_CAPABILITIES;
+    // What the agent can be asked (its client's capabilities; nothing but roots when it cannot be asked at all), so the
+    // upstream asks for nothing toolbus cannot get. A 2025 `elicitation: {}` means form mode; 2026 spells it out.
+    const declared = opts.asker?.capabilities ?? {};
+    const caps: Record<string, unknown> = { ...declared, roots: { listChanged: false } };
+    if (!opts.asker) {
+      delete caps.sampling;
+      delete caps.elicitation;
+    } else if (isEmptyObject(declared.elicitation)) caps.elicitation = { form: {} };
     const enveloped = (p: Record<string, unknown> | undefined) => withEnvelope(p, caps, CLIENT_INFO);
     if (asked) return this.send(transport, method, enveloped(params), opts);
     return answerInputRounds(
@@ -374,6 +389,7 @@ export class Generation {
       params,
       opts.asker,
       () => this.roots(),
+      opts.signal,
     );
   }
 
@@ -415,6 +431,7 @@ export class Generation {
         asking: 0,
         transport,
         onLog: opts.onLog,
+        agentId: opts.agentId ?? opts.onLog?.agentId ?? opts.asker?.agentId,
         cleanup: () => {
           clearTimeout(timer);
           signal?.removeEventListener('abort', onAbort);
@@ -437,7 +454,7 @@ export class Generation {
     const { own, connectionGone } = this.classify(err);
     this.settle(id)?.reject(own);
     // The stateless 2026-07-28 transport has no session to lose: its failures are its requests' own.
-    if (connectionGone && transport === this.transport) this.fail(connectionGone);
+    if (connectionGone && (transport === this.transport || !this.eras.legacy)) this.fail(connectionGone);
   }
 
   private classify(err: unknown): { own: Error; connectionGone?: string } {
@@ -524,11 +541,15 @@ export class Generation {
    * that can take it (its newest); else nobody in particular, and the sessions that asked for the level get it.
    */
   private logRecipient(): UpstreamRequestOptions['onLog'] {
+    let agent: string | undefined;
     let to: UpstreamRequestOptions['onLog'];
     for (const p of this.pending.values()) {
-      if (!p.onLog) continue;
-      if (to && to.agentId !== p.onLog.agentId) return undefined;
-      to = p.onLog;
+      // Every agent's calls count, those that could take the message or not: a second agent in flight means nobody
+      // can say whose call it was. (The bus's own requests, such as catalog refreshes, have no agent.)
+      if (p.agentId === undefined) continue;
+      if (agent !== undefined && agent !== p.agentId) return undefined;
+      agent = p.agentId;
+      if (p.onLog) to = p.onLog;
     }
     return to;
   }
@@ -543,10 +564,10 @@ export class Generation {
   ): Promise<void> {
     const reply = (body: Pick<JsonRpc, 'result' | 'error'>) =>
       this.transport.send({ jsonrpc: '2.0', id: msg.id, ...body } as never).catch(() => {});
-    if (msg.method === 'ping') return reply({ result: {} });
-    if (msg.method === 'roots/list') return reply({ result: { roots: await this.roots() } });
     const origin = this.streamOrigin.get(String(msg.id));
     this.streamOrigin.delete(String(msg.id));
+    if (msg.method === 'ping') return reply({ result: {} });
+    if (msg.method === 'roots/list') return reply({ result: { roots: await this.roots() } });
     // Only calls sent on the transport the question came on can have asked it (a 2026-07-28 call never does).
     const askers = [...this.pending.entries()]
       .filter(([, p]) => p.asker !== undefined && p.transport === from)
@@ -577,9 +598,22 @@ export class Generation {
     const own = await this.agentRoots?.().catch(() => undefined);
     if (!own) return configured.map((r) => ({ ...r }));
     if (configured.length === 0) return own.map((r) => ({ ...r }));
-    const inside = (uri: string, root: string) =>
-      uri === root || uri.startsWith(root.endsWith('/') ? root : `${root}/`);
-    return own.filter((r) => configured.some((c) => inside(r.uri, c.uri))).map((r) => ({ ...r }));
+    // Compared as parsed URLs, so `..` and percent-encoded dots cannot climb out of a configured root.
+    const norm = (uri: string) => {
+      try {
+        return new URL(uri).href;
+      } catch {
+        return undefined;
+      }
+    };
+    const inside = (uri: string, root: string) => {
+      const u = norm(uri);
+      const r = norm(root);
+      return u !== undefined && r !== undefined && (u === r || u.startsWith(r.endsWith('/') ? r : `${r}/`));
+    };
+    return own
+      .filter((r) => configured.some((c) => inside(r.uri, c.uri)))
+      .map((r) => ({ ...r, uri: norm(r.uri) ?? r.uri }));
   }
 
   /** Rejects everything in flight as lost (it was written: its outcome is unknown) and reports the generation closed. */

@@ -69,7 +69,7 @@ export class UpstreamUnit {
     this.cfg = cfg;
     this.queue = opts.queue;
     const listing = { agent: LISTING_KEY, tenant: LISTING_KEY };
-    this.connection = this.connect(cfg.sharing === 'shared' ? cfg : configForSession(cfg, listing), 'listing');
+    this.connection = this.connect(cfg.sharing === 'shared' ? cfg : configForSession(cfg, listing), 'listing', true);
     this.breaker = this.newBreaker();
     if (cfg.sharing !== 'shared') {
       this.pool = new SessionPool<PooledSession>({
@@ -141,7 +141,7 @@ export class UpstreamUnit {
     signal: AbortSignal,
     asker?: ServerRequestAsker,
   ): Promise<Record<string, unknown>> {
-    const opts = asker ? { signal, asker } : { signal };
+    const opts = { signal, agentId: agent.id, ...(asker ? { asker } : {}) };
     if (!this.pool || (method.endsWith('/list') && !this.pool.peek(this.keyOf(agent))))
       return this.connection.request(method, params, opts);
     const session = await this.sessionFor(agent, { waitUntil: Date.now() + this.cfg.queueWaitMs, signal });
@@ -181,13 +181,13 @@ export class UpstreamUnit {
     void done.finally(() => this.closing.delete(done));
   }
 
-  private connect(cfg: UpstreamConfig, session: string): UpstreamConnection {
+  /** `listing`: the shared or listing connection, which the bus itself watches (never an agent's own session). */
+  private connect(cfg: UpstreamConfig, session: string, listing = false): UpstreamConnection {
     const cwdProblem = ensureSessionCwd(this.cfg, cfg);
     if (cwdProblem) this.opts.logger.warn({ err: cwdProblem, session }, 'cannot create the session working directory');
     // A per-agent session may see its own agent's roots (narrowed to the config's); nobody else's session does.
     const rootsOf = this.opts.agentRoots;
-    const ownRoots =
-      this.cfg.sharing === 'per-agent' && session !== LISTING_KEY && rootsOf ? () => rootsOf(session) : undefined;
+    const ownRoots = this.cfg.sharing === 'per-agent' && !listing && rootsOf ? () => rootsOf(session) : undefined;
     const connection = new UpstreamConnection(this.name, cfg, {
       logger: this.opts.logger.child({ session }),
       maxMessageBytes: this.opts.maxMessageBytes,
@@ -195,7 +195,7 @@ export class UpstreamUnit {
       ...(ownRoots ? { agentRoots: ownRoots } : {}),
     });
     // The bus listens to the listing/shared connection itself (state, restarts, notifications).
-    if (session !== 'listing') {
+    if (!listing) {
       connection.on('restart', () => this.opts.onRestart());
       connection.on('notification', (method: string, params?: Record<string, unknown>, deliveredTo?: string) =>
         this.opts.onNotification(method, params, deliveredTo),

@@ -74,6 +74,7 @@ upstreams:
     tools:
       test_input_required_result_multi_round: { kind: read }
       test_input_required_forever: { kind: read }
+      test_input_required_result_request_state: { kind: read }
   legacy:
     url: ${url}
     protocol: "2025-11-25"
@@ -244,6 +245,39 @@ upstreams:
     const bob = (await call('bob-token-123')).body as { result: Record<string, unknown> };
     assert.equal(bob.result.resultType, 'input_required', 'the lease is free once the parked write ended');
     await answer('bob-token-123', bob, 'bob');
+  });
+
+  it('a 2025-era request cannot carry a multi round-trip state past the seal', async () => {
+    const url = `${bus.url}/modern`;
+    const name = 'test_input_required_result_request_state';
+    const first = (
+      await post(url, 'bob-token-123', {
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'tools/call',
+        params: { name, arguments: {}, _meta: MODERN },
+      })
+    ).body as { result: Record<string, unknown> };
+    // The upstream's own state, read out of toolbus's seal (its payload is not secret, only bound).
+    const payload = String(first.result.requestState).split('.')[1]!;
+    const inner = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { s: unknown }).s;
+    const smuggled = (
+      await post(url, 'alice-token-1', {
+        jsonrpc: '2.0',
+        id: 8,
+        method: 'tools/call',
+        params: {
+          name,
+          arguments: {},
+          requestState: inner,
+          inputResponses: { confirm: { action: 'accept', content: { ok: true } } },
+        },
+      })
+    ).body as { error?: { code: number } };
+    // The fields were dropped: the upstream asked for input again, which this JSON request cannot take, so the
+    // upstream's own refusal (-32021, elicitation not declared) comes back, not its completion.
+    assert.equal(smuggled.error?.code, -32021, JSON.stringify(smuggled).slice(0, 300));
+    assert.doesNotMatch(JSON.stringify(smuggled), /state-ok/);
   });
 
   it("the upstream's requestState is sealed: altered or replayed by another agent it is refused", async () => {

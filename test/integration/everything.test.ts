@@ -116,6 +116,7 @@ upstreams:
       roots: [
         { uri: 'file:///srv/shared/carol-work', name: 'work' },
         { uri: 'file:///etc', name: 'outside' },
+        { uri: 'file:///srv/shared/../../etc', name: 'climbing out' },
       ],
     }));
     await client.connect(
@@ -126,7 +127,7 @@ upstreams:
     try {
       const text = textOf(await client.callTool({ name: 'get-roots-list', arguments: {} }));
       assert.match(text, /file:\/\/\/srv\/shared\/carol-work/);
-      assert.doesNotMatch(text, /file:\/\/\/etc/, 'a root outside the config is not passed on');
+      assert.doesNotMatch(text, /file:\/\/\/etc|\.\./, 'a root outside the config is not passed on, even by ..');
     } finally {
       await client.close();
     }

@@ -3,6 +3,7 @@
 // failure into a category of the error table. Nothing here re-runs the stages before it.
 import { paramHeaders } from '../../catalog/mcp-param-headers.js';
 import { BusError, errorResult } from '../../errors.js';
+import { InputNotGiven } from '../../upstreams/eras.js';
 import {
   PASSED_THROUGH_CODES,
   UpstreamLocalError,
@@ -137,12 +138,24 @@ async function forwardOver(
       onProgress,
       ...(ctx.asker ? { asker: ctx.asker } : {}),
       ...(ctx.onLog ? { onLog: ctx.onLog } : {}),
+      agentId: ctx.agent.id,
       headers: paramHeaders(tool.headerDeclarations, args),
       onSent: () => ctx.dispatch.markSent(),
     });
     session.breaker.success();
     return result.isError === true ? toolErrorResult(result, tool.name) : result;
   } catch (err) {
+    if (err instanceof InputNotGiven && !ctx.timedOut && !ctx.signal.aborted) {
+      // A translated call whose input never came (eras.ts): the upstream was waiting for it, so the key is released
+      // and the failure is not recorded; a retry from a client that can answer runs it again.
+      ctx.dispatch.markNotDone();
+      session.breaker.success();
+      throw new BusError(
+        'upstream_error',
+        'input_not_given',
+        `${tool.name} needed input it did not get: ${err.message}`,
+      );
+    }
     if (err instanceof UpstreamRpcError && PASSED_THROUGH_CODES.has(err.code)) {
       session.breaker.success();
       throw new UpstreamProtocolRefusal(err.code, err.message, err.data);
