@@ -137,6 +137,8 @@ export class Generation {
   /** The revisions this upstream answered: the 2025 session (`initialize`) and the stateless 2026-07-28 one. */
   readonly eras = { legacy: false, modern: false };
   private legacyVersion: string | undefined;
+  /** The id of the open subscriptions/listen request to a 2026-only upstream. */
+  private listenId: number | undefined;
 
   /** The protocol revisions toolbus speaks with this upstream, oldest first (for `check` and the dashboard). */
   get revisions(): string[] {
@@ -320,8 +322,9 @@ export class Generation {
     if (Object.keys(notifications).length === 0) return;
     const params = withEnvelope({ notifications }, CLIENT_CAPABILITIES, CLIENT_INFO);
     const transport = this.modernTransport ?? this.transport;
+    this.listenId = this.nextId++;
     transport
-      .send({ jsonrpc: '2.0', id: this.nextId++, method: 'subscriptions/listen', params } as never)
+      .send({ jsonrpc: '2.0', id: this.listenId, method: 'subscriptions/listen', params } as never)
       .catch((err: unknown) => this.logger?.debug({ err: (err as Error).message }, 'subscriptions/listen failed'));
   }
 
@@ -454,7 +457,10 @@ export class Generation {
     const { own, connectionGone } = this.classify(err);
     this.settle(id)?.reject(own);
     // The stateless 2026-07-28 transport has no session to lose: its failures are its requests' own.
-    if (connectionGone && (transport === this.transport || !this.eras.legacy)) this.fail(connectionGone);
+    // A 2026-only generation (ready without a 2025 session) fails with its one transport; the discover probe of a
+    // generation still starting never does (a 2025 server may well answer it 404).
+    const only = this.ready && !this.eras.legacy;
+    if (connectionGone && (transport === this.transport || only)) this.fail(connectionGone);
   }
 
   private classify(err: unknown): { own: Error; connectionGone?: string } {
@@ -510,6 +516,12 @@ export class Generation {
   }
 
   private receive(msg: JsonRpc, from: StdioLink | StreamableHTTPClientTransport): void {
+    if (msg.id !== undefined && msg.id === this.listenId && msg.method === undefined) {
+      // The upstream ended the listen stream gracefully (its answer to the request): listen again, shortly.
+      this.listenId = undefined;
+      if (!this.closed) setTimeout(() => this.closed || this.listen(), 1000).unref();
+      return;
+    }
     if (msg.id !== undefined && msg.method === undefined) {
       const p = this.settle(msg.id as number);
       if (!p) return;
