@@ -237,6 +237,13 @@ upstreams:
     };
     const refused = await (await listen('narrow-token-1', [uri]).res).json();
     assert.equal((refused as { error: { code: number } }).error.code, -32002, 'a URI the agent may not read');
+    const tooMany = await listen(
+      'all-token-1234',
+      Array.from({ length: 65 }, (_, i) => `${uri}-${i}`),
+    ).res;
+    assert.equal(tooMany.status, 400, 'at most 64 URIs per listen request');
+    assert.equal(((await tooMany.json()) as { error: { code: number } }).error.code, -32602);
+    assert.equal(events('resources/subscribe'), before.sub, 'nothing was subscribed for the refused requests');
     const stream = listen('all-token-1234', [uri]);
     const res = await stream.res;
     assert.equal(res.status, 200);
