@@ -139,6 +139,7 @@ export class Generation {
   private legacyVersion: string | undefined;
   /** The id of the open subscriptions/listen request to a 2026-only upstream. */
   private listenId: number | undefined;
+  private listenBody: string | undefined;
 
   /** The protocol revisions toolbus speaks with this upstream, oldest first (for `check` and the dashboard). */
   get revisions(): string[] {
@@ -225,7 +226,8 @@ export class Generation {
   private capped(res: Response, sentBody: unknown): Response {
     if (!res.body || sentBody === undefined) return res;
     // The long-lived subscriptions/listen stream is not one answer: like the GET stream, it is not capped as a whole.
-    if (typeof sentBody === 'string' && sentBody.includes('"subscriptions/listen"')) return res;
+    // Recognised by the exact body this generation sent, never by what an agent's arguments may contain.
+    if (this.listenBody !== undefined && sentBody === this.listenBody) return res;
     const limit = this.maxMessageBytes;
     const declared = Number(res.headers.get('content-length') ?? Number.NaN);
     let seen = 0;
@@ -323,8 +325,11 @@ export class Generation {
     const params = withEnvelope({ notifications }, CLIENT_CAPABILITIES, CLIENT_INFO);
     const transport = this.modernTransport ?? this.transport;
     this.listenId = this.nextId++;
+    const message = { jsonrpc: '2.0', id: this.listenId, method: 'subscriptions/listen', params };
+    // The transport serializes the message the same way: the body it sends is this text.
+    this.listenBody = JSON.stringify(message);
     transport
-      .send({ jsonrpc: '2.0', id: this.listenId, method: 'subscriptions/listen', params } as never)
+      .send(message as never)
       .catch((err: unknown) => this.logger?.debug({ err: (err as Error).message }, 'subscriptions/listen failed'));
   }
 
