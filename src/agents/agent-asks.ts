@@ -6,12 +6,17 @@ import { METHOD_NOT_FOUND } from './rpc.js';
 
 const ANSWER_WITHIN_MS = 10 * 60_000;
 
-/** The client capability each request needs. */
-const NEEDS: Record<string, string> = {
+/** The client capability each request an upstream may send an agent needs. */
+const NEEDS: Readonly<Record<string, string>> = {
   'sampling/createMessage': 'sampling',
   'elicitation/create': 'elicitation',
   'roots/list': 'roots',
 };
+
+/** The capability a client must have declared to be asked `method`; undefined for a method no client is asked. */
+export function capabilityFor(method: string): string | undefined {
+  return NEEDS[method];
+}
 
 type Reply = { result?: unknown; error?: unknown };
 
@@ -28,7 +33,7 @@ export class AgentAsks {
     signal: AbortSignal,
     write: (msg: Record<string, unknown>) => void,
   ): Promise<Record<string, unknown>> {
-    const needed = NEEDS[method] ?? '';
+    const needed = capabilityFor(method);
     if (!needed || caps[needed] === undefined) {
       return Promise.reject(
         Object.assign(new Error(`the agent's client does not support ${method}`), { code: METHOD_NOT_FOUND }),

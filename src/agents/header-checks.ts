@@ -32,7 +32,7 @@ function one(headers: IncomingHttpHeaders, name: string): string | undefined {
 }
 
 /** What names the request's target in `Mcp-Name`, per method. */
-function nameOf(method: string, params: Record<string, unknown> | undefined): unknown {
+export function nameOf(method: string, params: Record<string, unknown> | undefined): unknown {
   if (method === 'tools/call' || method === 'prompts/get') return params?.name;
   if (method === 'resources/read') return params?.uri;
   return undefined;

@@ -3,6 +3,7 @@
 //   agent's retry has it unsealed before anything else runs;
 // - a 2025 upstream's questions during the call become an InputRequiredResult naming a parked call
 //   (parked-calls.ts), and the retry that names it is answered here, without running the request again.
+import { capabilityFor } from './agent-asks.js';
 import { PARKED_STATE, ParkedCall } from './parked-calls.js';
 import { RequestStateSeal, type SealBinding } from './request-state.js';
 import { METHOD_NOT_FOUND } from './rpc.js';
@@ -67,7 +68,7 @@ export class InputRounds {
    */
   askerFor(call: ParkedCall<Result>, caps: Record<string, unknown>) {
     return (method: string, p: Record<string, unknown> | undefined) => {
-      const needed = capabilityFor(method);
+      const needed = capabilityFor(method) ?? method;
       return caps[needed] === undefined ? call.refuse(method, needed) : call.ask(method, p);
     };
   }
@@ -106,10 +107,6 @@ export class InputRounds {
     const requestState = this.seal.seal(binding, { [PARKED_STATE]: call.id, round: ++call.rounds });
     return { resultType: 'input_required', inputRequests, requestState };
   }
-}
-
-function capabilityFor(method: string): string {
-  return method === 'sampling/createMessage' ? 'sampling' : method === 'elicitation/create' ? 'elicitation' : method;
 }
 
 /** The error an upstream gets for a question the agent cannot be asked. */

@@ -29,7 +29,13 @@ interface Question {
 export const PARKED_STATE = 'toolbus/parked';
 
 export class ParkedCall<T> {
-  readonly id = randomUUID();
+  private parkedId: string | undefined;
+
+  /** Made when the call is first parked: most calls never are, and pay nothing for it. */
+  get id(): string {
+    this.parkedId ??= randomUUID();
+    return this.parkedId;
+  }
   private readonly questions = new Map<string, Question>();
   private seq = 0;
   /** InputRequiredResults given for this call so far. */

@@ -72,15 +72,20 @@ const ms = (n: number) => Math.max(0, Math.ceil(n));
 
 type LeaseReply = [1, number, number] | [0, number, 0 | 1];
 
+/** A key record as the scripts return it: state, fingerprint, owner, fence, expiresAt from `r[at]` on. */
+function keyFields(r: readonly unknown[], at: number): KeyRecord {
+  return {
+    state: r[at] as KeyState,
+    fingerprint: String(r[at + 1]),
+    owner: String(r[at + 2]),
+    fence: Number(r[at + 3]),
+    expiresAt: Number(r[at + 4]),
+  };
+}
+
 /** {'existing', state, fingerprint, owner, fence, expiresAt, result|nil} → the record. */
 function existingRecord(r: unknown[]): KeyRecord {
-  const record: KeyRecord = {
-    state: r[1] as KeyState,
-    fingerprint: String(r[2]),
-    owner: String(r[3]),
-    fence: Number(r[4]),
-    expiresAt: Number(r[5]),
-  };
+  const record = keyFields(r, 1);
   if (typeof r[6] === 'string') record.result = r[6];
   return record;
 }
@@ -458,14 +463,7 @@ export class RedisStore implements StateStore {
     const r = (await this.eval(KEY_GET, [this.key(scope)], [watch ? '1' : '0'])) as (string | number | null)[];
     const now = Number(r[0]);
     if (typeof r[1] !== 'string') return { record: null, now };
-    const row: StoredKey = {
-      state: r[1] as KeyState,
-      fingerprint: String(r[2]),
-      owner: String(r[3]),
-      fence: Number(r[4]),
-      expiresAt: Number(r[5]),
-      unknownTtlMs: Number(r[6]),
-    };
+    const row: StoredKey = { ...keyFields(r, 1), unknownTtlMs: Number(r[6]) };
     if (typeof r[7] === 'string') row.result = r[7];
     return { record: viewKey(row, now), now };
   }

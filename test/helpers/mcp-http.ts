@@ -1,6 +1,8 @@
 // A small, exact MCP-over-HTTP client for tests: raw JSON-RPC posts with fetch, so tests see status codes, headers
 // and bodies as they are on the wire (the SDK client is used separately to prove real-client compatibility).
 import { appendFileSync } from 'node:fs';
+import { nameOf } from '../../src/agents/header-checks.js';
+import { encodeParamValue } from '../../src/catalog/mcp-param-headers.js';
 
 export interface RpcReply {
   status: number;
@@ -27,18 +29,8 @@ export function mirroredHeaders(body: unknown): Record<string, string> {
   const meta = m.params?._meta as Record<string, unknown> | undefined;
   const modern = meta?.['io.modelcontextprotocol/protocolVersion'] !== undefined || m.method === 'server/discover';
   if (typeof m.method !== 'string' || !modern) return {};
-  const name =
-    m.method === 'resources/read'
-      ? m.params?.uri
-      : m.method === 'tools/call' || m.method === 'prompts/get'
-        ? m.params?.name
-        : undefined;
-  return {
-    'mcp-method': m.method,
-    ...(typeof name === 'string'
-      ? { 'mcp-name': encodeURIComponent(name) === name ? name : `=?base64?${Buffer.from(name).toString('base64')}?=` }
-      : {}),
-  };
+  const name = nameOf(m.method, m.params);
+  return { 'mcp-method': m.method, ...(typeof name === 'string' ? { 'mcp-name': encodeParamValue(name) } : {}) };
 }
 
 export async function post(
