@@ -162,7 +162,11 @@ export function idempotency(services: PipelineServices): Stage {
         await settleFailure(ctx, INPUT_REQUIRED, scope, fence, services);
         return result;
       }
-      const stored = await store
+      // The answer goes back while the completion is committed, in the same turn of the event loop (the store's
+      // queue is ordered, so the agent's next call, on any key, comes after it). A call that joins meanwhile sees
+      // `dispatched` and is woken by the commit. Only a crash in the few microseconds between the two leaves the
+      // key `unknown` instead of `completed`: never a second write (docs/semantics.md, "answered, then recorded").
+      void store
         .finishWrite({
           scope,
           owner: ctx.owner,
@@ -171,11 +175,13 @@ export function idempotency(services: PipelineServices): Stage {
           ttlMs: cfg.ttlMs,
           grants: ctx.prepared?.grants ?? [],
         })
-        .catch((err: unknown) => {
-          services.logger.error({ err, tool: tool.name }, 'could not record a completed key');
-          return false;
-        });
-      if (!stored) services.logger.warn({ tool: tool.name }, 'completed key was not recorded (claim no longer ours)');
+        .then(
+          (stored) => {
+            if (!stored)
+              services.logger.warn({ tool: tool.name }, 'completed key was not recorded (claim no longer ours)');
+          },
+          (err: unknown) => services.logger.error({ err, tool: tool.name }, 'could not record a completed key'),
+        );
       return result;
     } catch (err) {
       await settleFailure(ctx, err, scope, fence, services);
