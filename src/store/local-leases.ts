@@ -108,7 +108,10 @@ export class LocalLeases {
     if (blockForMs > 0)
       this.rows.put(grant.scope, { holder: '', token: row.token, expiresAt: this.now() + blockForMs });
     else this.rows.remove(grant.scope);
-    this.pump(grant.scope);
+    // The next waiter is served once the caller's step is over: a release made inside a store transaction (a batch
+    // of the SQLite group commit) may still be rolled back, and a waiter must never hold a grant that was undone.
+    // Newcomers meanwhile see the queue and wait behind it.
+    if (this.queues.has(grant.scope)) queueMicrotask(() => this.pump(grant.scope));
   }
 
   list(): { scope: string; holder: string; token: number; expiresAt: number; waiters: number }[] {

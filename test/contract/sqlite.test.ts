@@ -298,4 +298,80 @@ setInterval(() => {}, 1000);
       }
     },
   );
+
+  it(
+    'internal: one operation that fails in a group commit fails alone; a waiter never gets a lease that was rolled back',
+    T,
+    async () => {
+      const store = await open(dbPath());
+      // The store's group commit, reached past its type: the public operations never throw inside a batch, so a
+      // failing one is put in by hand, in the same turn as real ones.
+      const group = (store as unknown as { group: { run<T>(op: () => T): Promise<T> } }).group;
+      try {
+        const scope = uniqueScope('held');
+        const begun = await store.beginWrite({
+          scope: 'k-held',
+          fingerprint: 'fp',
+          owner: 'holder',
+          claimTtlMs: 10_000,
+          retryUnknown: false,
+          leases: [scope],
+          leaseTtlMs: 10_000,
+          dispatch: true,
+        });
+        assert.equal(begun.kind, 'claimed');
+        const grants = begun.kind === 'claimed' ? (begun.grants ?? []) : [];
+        assert.equal(grants.length, 1);
+        const waiting = store.acquireLease(scope, 'waiter', { ttlMs: 10_000, waitMs: 5000 });
+        // One turn: the finish (releases the lease to the waiter), an operation that throws, a new claim.
+        const finished = store.finishWrite({
+          scope: 'k-held',
+          owner: 'holder',
+          fence: 1,
+          result: '{"ok":1}',
+          ttlMs: 60_000,
+          grants,
+        });
+        const failing = group.run(() => {
+          throw new Error('bad operation');
+        });
+        const other = store.claimKey({
+          scope: 'k-other',
+          fingerprint: 'fp',
+          owner: 'o2',
+          claimTtlMs: 10_000,
+          retryUnknown: false,
+        });
+        const claimedLater = store.beginWrite({
+          scope: 'k-later',
+          fingerprint: 'fp',
+          owner: 'o3',
+          claimTtlMs: 10_000,
+          retryUnknown: false,
+          leases: [],
+          leaseTtlMs: 10_000,
+          dispatch: true,
+        });
+        await assert.rejects(failing, /bad operation/);
+        assert.equal(await finished, true);
+        assert.equal((await other).kind, 'claimed');
+        assert.equal((await claimedLater).kind, 'claimed');
+        const grant = await waiting;
+        assert.equal(grant.holder, 'waiter');
+        const held = (await store.listLeases()).find((l) => l.scope === scope);
+        assert.equal(held?.holder, 'waiter', 'the waiter holds a lease that is on disk');
+        assert.equal(held?.token, grant.token);
+        const replay = await store.claimKey({
+          scope: 'k-held',
+          fingerprint: 'fp',
+          owner: 'o4',
+          claimTtlMs: 10_000,
+          retryUnknown: false,
+        });
+        assert.equal(replay.kind === 'existing' && replay.record.state, 'completed');
+      } finally {
+        await store.close();
+      }
+    },
+  );
 });
