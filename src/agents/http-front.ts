@@ -342,7 +342,7 @@ export class HttpFront {
         return undefined;
       }
       // Static tokens answer synchronously; only a JWT costs a promise.
-      const outcome = this.opts.auth.authenticate(req.headers.authorization);
+      const outcome = this.opts.auth.authenticate(req.headers.authorization, req.socket);
       if (outcome instanceof Promise) return outcome.then((o) => this.serveMcp(req, res, o, endpoint));
       return this.serveMcp(req, res, outcome, endpoint);
     }
@@ -878,6 +878,7 @@ export class HttpFront {
       agent,
       endpoint,
       signal: ctl.signal,
+      abort: (reason) => ctl.abort(reason),
       progress: stream?.progress,
       log: stream?.log,
       clientCapabilities: caps,

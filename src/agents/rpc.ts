@@ -47,6 +47,8 @@ export interface CallEnv {
   endpoint: string | undefined;
   /** Aborted when the agent cancels this request or goes away. */
   signal: AbortSignal;
+  /** Aborts `signal` (the deadline of a tool call, see CallContext.abort). */
+  abort: (reason: Error) => void;
   /** Sends a progress notification to the agent for this request, when the transport can. */
   progress: ((params: Record<string, unknown>) => void) | undefined;
   /** Sends an upstream's log message to the agent on this request's stream, when the transport can. */
@@ -202,6 +204,7 @@ export async function callTool(
     deadline: now + timeoutMs,
     hardDeadline: now + (tool?.hardTimeoutMs ?? timeoutMs),
     signal: env.signal,
+    abort: env.abort,
     onProgress: meta?.progressToken !== undefined ? env.progress : undefined,
     asker: askerOf(env),
     task: params?.task,

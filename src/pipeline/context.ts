@@ -56,8 +56,13 @@ export interface CallContext {
   /** Epoch ms by which the call must finish; progress may move it up to hardDeadline. */
   deadline: number;
   hardDeadline: number;
-  /** Aborted when the agent cancels (notifications/cancelled, closed connection). */
+  /**
+   * Aborted when the agent cancels (notifications/cancelled, closed connection), or by `abort` when the call's
+   * deadline passes with the upstream (`timedOut` is set first, so the two read apart).
+   */
   readonly signal: AbortSignal;
+  /** Aborts `signal`: one controller per call, so the forward stage needs none of its own for the deadline. */
+  readonly abort: (reason: Error) => void;
   /** Answers the upstream's sampling/elicitation requests made during this call, when the agent can. */
   readonly asker: ServerRequestAsker | undefined;
   /**

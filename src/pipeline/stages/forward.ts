@@ -106,16 +106,16 @@ async function forwardOver(
   if (ctx.input?.state !== undefined) params.requestState = ctx.input.state;
   if (ctx.task !== undefined) params.task = ctx.task;
 
-  const wire = new AbortController();
-  const onAgentAbort = () => wire.abort(ctx.signal.reason);
-  ctx.signal.addEventListener('abort', onAgentAbort, { once: true });
+  // The deadline aborts the call's own signal, marked timedOut first: what follows tells a deadline from an agent
+  // that cancelled by that mark, and one controller per call is enough (each costs microseconds on every call).
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     if (timer) clearTimeout(timer);
     timer = setTimeout(
       () => {
+        if (ctx.signal.aborted) return;
         ctx.timedOut = true;
-        wire.abort(new Error('deadline'));
+        ctx.abort(new Error('deadline'));
       },
       Math.max(0, ctx.deadline - Date.now()),
     );
@@ -134,7 +134,7 @@ async function forwardOver(
   };
   try {
     const result = await session.connection.request('tools/call', params, {
-      signal: wire.signal,
+      signal: ctx.signal,
       onProgress,
       ...(ctx.asker ? { asker: ctx.asker } : {}),
       ...(ctx.onLog ? { onLog: ctx.onLog } : {}),
@@ -182,7 +182,6 @@ async function forwardOver(
     throw mapFailure(err, ctx, services, session);
   } finally {
     clearTimeout(timer);
-    ctx.signal.removeEventListener('abort', onAgentAbort);
   }
 }
 
