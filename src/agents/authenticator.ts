@@ -73,9 +73,9 @@ export class Authenticator {
     return this.auth.oidc !== undefined;
   }
 
-  /** The agent, a refusal, or (only for a JWT) a promise of either. */
-  authenticate(header: string | undefined): AuthOutcome | Promise<AuthOutcome> {
-    const agent = this.table.authenticate(header);
+  /** The agent, a refusal, or (only for a JWT) a promise of either. `connection`: see AgentTable.authenticate. */
+  authenticate(header: string | undefined, connection?: object): AuthOutcome | Promise<AuthOutcome> {
+    const agent = this.table.authenticate(header, connection);
     if (agent) {
       const expiresAt = this.expiries.get(agent.id);
       if (expiresAt === undefined) return agent;

@@ -3,6 +3,7 @@
 // config that does not load changes nothing.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { type BusProcess, LAB_SERVER, startBusWithConfig, tempDir } from '../helpers/bus-process.js';
@@ -128,5 +129,74 @@ describe('live reload', () => {
       (await new AgentClient(bus.url, 'reload-token-b').call('lab__echo', { text: 'b' })).isError,
       undefined,
     );
+  });
+
+  it('a connection that authenticated keeps no token past a reload, and each token on it is its own agent', async () => {
+    await reload(
+      config({
+        tickets: true,
+        agents: '  - { id: a, token: "reload-token-a" }\n  - { id: c, token: "reload-token-c", tools: ["lab__echo"] }',
+      }),
+      /config reloaded/,
+    );
+    // One socket for every request below: toolbus remembers the token that last matched on a connection.
+    const keep = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    const ports = new Set<number>();
+    const call = (token: string, name: string) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const body = JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name, arguments: { text: 't' } },
+        });
+        const req = http.request(
+          bus.url,
+          {
+            method: 'POST',
+            agent: keep,
+            headers: {
+              'content-type': 'application/json',
+              accept: 'application/json, text/event-stream',
+              authorization: `Bearer ${token}`,
+            },
+          },
+          (res) => {
+            ports.add(res.socket.localPort ?? 0);
+            let text = '';
+            res.on('data', (d: Buffer) => {
+              text += d.toString();
+            });
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const category = (r: { text: string }) =>
+      (JSON.parse(r.text) as { result?: { _meta?: Record<string, { category?: string }> } }).result?._meta?.[
+        'toolbus/error'
+      ]?.category;
+    try {
+      const asA = await call('reload-token-a', 'lab__whoami');
+      assert.equal(asA.status, 200);
+      assert.equal(category(asA), undefined, asA.text);
+      // Agent c may call lab__echo only: on the same connection it is c, not the a that came before.
+      assert.equal(category(await call('reload-token-c', 'lab__whoami')), 'auth');
+      assert.equal(category(await call('reload-token-c', 'lab__echo')), undefined);
+      assert.equal(category(await call('reload-token-a', 'lab__whoami')), undefined);
+      await reload(
+        config({ tickets: true, agents: '  - { id: c, token: "reload-token-c", tools: ["lab__echo"] }' }),
+        /config reloaded/,
+      );
+      assert.equal(
+        (await call('reload-token-a', 'lab__whoami')).status,
+        401,
+        'a token removed by the reload is refused',
+      );
+      assert.equal(ports.size, 1, 'every request went over one connection');
+    } finally {
+      keep.destroy();
+    }
   });
 });
