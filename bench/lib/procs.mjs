@@ -1,6 +1,6 @@
 // Process helpers for the benchmarks: start the real bus (built CLI) and other servers, run a load generator in its
 // own process, read RSS and child processes from /proc.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -76,6 +76,61 @@ function runChild(script, opts) {
 }
 
 export const runLoad = (opts) => runChild(join(ROOT, 'bench/lib/loadgen.mjs'), opts);
+
+/** CPU time (user + system, ms) a process has used so far, from /proc. */
+function cpuMs(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * runLoad, and the CPU each process used during the measured window (after the warm-up): the load generator's, and
+ * the servers' (`servers`: name → pids, children included by the caller). Returns the load result with
+ * `cpu: { loadgenCores, servers: { name: { cores, usPerCall } } }`.
+ */
+export async function runLoadWithCpu(opts, servers) {
+  const child = execFile(process.execPath, [join(ROOT, 'bench/lib/loadgen.mjs'), JSON.stringify(opts)], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+    timeout: 300_000,
+  });
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise((resolve, reject) => {
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`load generator exited ${code}`))));
+  });
+  const sample = () => ({
+    loadgen: cpuMs(child.pid),
+    ...Object.fromEntries(Object.entries(servers).map(([k, pids]) => [k, pids.reduce((a, p) => a + cpuMs(p), 0)])),
+  });
+  await new Promise((r) => setTimeout(r, opts.warmupMs ?? 1000));
+  const from = sample();
+  const started = performance.now();
+  await new Promise((r) => setTimeout(r, opts.durationMs));
+  const to = sample();
+  const window = performance.now() - started;
+  await exited;
+  const result = JSON.parse(out.trim().split('\n').at(-1));
+  const cores = (k) => (to[k] - from[k]) / window;
+  return {
+    ...result,
+    cpu: {
+      loadgenCores: cores('loadgen'),
+      servers: Object.fromEntries(
+        Object.keys(servers).map((k) => [
+          k,
+          { cores: cores(k), usPerCall: result.calls ? ((to[k] - from[k]) * 1000) / result.calls : null },
+        ]),
+      ),
+    },
+  };
+}
 export const runDirect = (opts) => runChild(join(ROOT, 'bench/direct-stdio.mjs'), opts);
 
 export function rssMiB(pid) {
