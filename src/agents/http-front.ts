@@ -3,78 +3,29 @@
 // a request: routing, the Host/Origin guard (origin-guard.ts), bearer authentication, body and shape limits
 // (request-shape.ts), JSON-RPC framing (single and batch), JSON or SSE responses, sessions (session-table.ts), and
 // the request boundary: nothing a request does can throw past it, and every byte that leaves goes through the
-// secret redactor and the response cap. The MCP methods themselves live in rpc.ts and the pipeline.
-import { randomUUID } from 'node:crypto';
-import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+// secret redactor and the response cap. Each JSON-RPC request is run by call-dispatch.ts, 2026-07-28 listen streams
+// live in listen-streams.ts, and the MCP methods themselves in rpc.ts and the pipeline.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { HeaderDeclaration } from '../catalog/mcp-param-headers.js';
 import type { Limits } from '../config/schema.js';
 import { carryTraceHeaders } from '../observe/tracing.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import { AgentAsks } from './agent-asks.js';
 import { type AuthOutcome, isFailure } from './auth-outcome.js';
 import type { Authenticator } from './authenticator.js';
-import { type HeaderRefusal, headerRefusal } from './header-checks.js';
-import { cannotAsk, InputRounds, type Opened } from './input-rounds.js';
+import { CallDispatcher } from './call-dispatch.js';
+import { InputRounds } from './input-rounds.js';
+import { type Listener, ListenStreams, SUBSCRIPTION_ID_META } from './listen-streams.js';
 import { envelopeRefusal, isModernEnvelope } from './modern-envelope.js';
 import { originGuard } from './origin-guard.js';
-import type { ParkedCall } from './parked-calls.js';
 import { jsonDepthExceeds, validRequestId } from './request-shape.js';
-import type { SealBinding } from './request-state.js';
-import {
-  CACHEABLE,
-  type CallEnv,
-  handleRequest,
-  INVALID_REQUEST,
-  isModernRequest,
-  LOG_LEVELS,
-  METHOD_NOT_FOUND,
-  MODERN_VERSION,
-  PARSE_ERROR,
-  type RpcDeps,
-  RpcError,
-  withCacheHints,
-} from './rpc.js';
+import { INVALID_REQUEST, LOG_LEVELS, PARSE_ERROR, type RpcDeps } from './rpc.js';
 import { type Session, SessionTable } from './session-table.js';
 import { SubscriptionTable, type SubscriptionUpstream } from './subscriptions.js';
 import { wrapUri } from './upstream-directory.js';
-
-type JsonRpcMessage = {
-  jsonrpc?: unknown;
-  id?: unknown;
-  method?: unknown;
-  params?: Record<string, unknown>;
-  result?: unknown;
-  error?: unknown;
-};
-
-type Reply = Record<string, unknown>;
-
-/** A 2026-07-28 `subscriptions/listen` stream: which notifications it asked for, and its subscription id. */
-interface Listener {
-  readonly res: ServerResponse;
-  readonly agent: AgentIdentity;
-  readonly endpoint: string | undefined;
-  readonly id: string;
-  readonly filter: Record<string, unknown>;
-  /** Set once the stream is acknowledged: nothing is written to it before. */
-  open?: boolean;
-}
-
-const SUBSCRIPTION_ID_META = 'io.modelcontextprotocol/subscriptionId';
-/** Resource URIs one `subscriptions/listen` request may subscribe to. */
-const MAX_LISTEN_URIS = 64;
-/** Which `notifications` flag of a listen request asks for which notification. */
-const LISTEN_FILTER: Record<string, string> = {
-  'notifications/tools/list_changed': 'toolsListChanged',
-  'notifications/prompts/list_changed': 'promptsListChanged',
-  'notifications/resources/list_changed': 'resourcesListChanged',
-};
-
-/** JSON-RPC "server error" range: a request refused by one of the bus's limits. */
-export const LIMIT_EXCEEDED = -32000;
+import { type JsonRpcMessage, LIMIT_EXCEEDED, type Reply, rpcError, sseEvent } from './wire.js';
 
 export interface HttpFrontOptions {
   /** The key that seals 2026-07-28 requestState, shared through the store (request-state.ts). */
@@ -99,44 +50,25 @@ export interface HttpFrontOptions {
   extraRoutes: (req: IncomingMessage, res: ServerResponse, path: string) => boolean | Promise<boolean>;
 }
 
-function rpcError(id: unknown, code: number, message: string, data?: unknown): Reply {
-  return {
-    jsonrpc: '2.0',
-    id: id ?? null,
-    error: data === undefined ? { code, message } : { code, message, data },
-  };
-}
-
 function byteLength(text: string): number {
   return Buffer.byteLength(text, 'utf8');
-}
-
-/** What a request answered as SSE can send the agent while it runs. */
-interface CallStream {
-  progress: (params: Record<string, unknown>) => void;
-  log: (params: Record<string, unknown>) => void;
-  ask: (
-    method: string,
-    params: Record<string, unknown> | undefined,
-    caps: Record<string, unknown>,
-  ) => Promise<Record<string, unknown>>;
 }
 
 export class HttpFront {
   readonly server: Server;
   readonly sessions: SessionTable;
   private readonly subscriptions: SubscriptionTable<Session | Listener>;
-  /** Session-less requests in flight, per TCP connection: a notifications/cancelled reaches only its own connection. */
-  private readonly connectionInflight = new WeakMap<Socket, Map<string | number, AbortController>>();
   private readonly sweeper: NodeJS.Timeout;
   private readonly guard: ReturnType<typeof originGuard>;
-  /** Open 2026-07-28 `subscriptions/listen` streams. */
-  private readonly listeners = new Set<Listener>();
+  /** Open 2026-07-28 `subscriptions/listen` streams (listen-streams.ts). */
+  private readonly listens: ListenStreams;
   /** Requests toolbus sent to agents (an upstream's sampling/elicitation) awaiting the agent's answer, by id. */
   /** Upstream requests relayed to 2025 agents on their calls' SSE streams, awaiting the agents' answers. */
   private readonly asks = new AgentAsks();
   /** Multi round-trip requests of 2026-07-28 agents: sealed states and parked calls (input-rounds.ts). */
   private readonly rounds: InputRounds;
+  /** Runs each JSON-RPC request of a POST (call-dispatch.ts). */
+  private readonly calls: CallDispatcher;
   /** Set by close(): requests that arrive on connections still open are refused while calls in flight finish. */
   private draining = false;
   /** POST requests whose response has not finished: a drain waits for these too, so no reply is cut mid-write. */
@@ -146,6 +78,19 @@ export class HttpFront {
     this.rounds = new InputRounds(opts.requestStateKey);
     this.guard = originGuard(opts.host, opts.allowedHosts, opts.allowedOrigins);
     this.subscriptions = new SubscriptionTable(opts.subscriptionUpstream);
+    this.listens = new ListenStreams({
+      subscriptions: this.subscriptions,
+      locate: (agent, uri, endpoint) => opts.deps.directory.locate(agent, uri, endpoint),
+      redact: opts.redact,
+      maxPerAgent: () => this.opts.limits.maxSessionsPerAgent,
+      refuse: (res, status, body) => this.sendJson(res, status, body),
+    });
+    this.calls = new CallDispatcher({
+      deps: opts.deps,
+      logger: opts.logger,
+      rounds: this.rounds,
+      subscriptions: this.subscriptions,
+    });
     this.sessions = new SessionTable({
       maxPerAgent: opts.limits.maxSessionsPerAgent,
       idleMs: opts.sessionIdleMs,
@@ -200,7 +145,7 @@ export class HttpFront {
     const until = Date.now() + graceMs;
     while ((busy() > 0 || this.openPosts > 0) && Date.now() < until) await new Promise((r) => setTimeout(r, 25));
     this.sessions.clear();
-    for (const l of this.listeners) l.res.end();
+    this.listens.endAll();
     this.server.closeAllConnections();
   }
 
@@ -215,23 +160,11 @@ export class HttpFront {
    * to those `to` accepts.
    */
   broadcast(method: string, params?: Record<string, unknown>, to?: (s: Session) => boolean): void {
-    const flag = LISTEN_FILTER[method];
-    if (flag !== undefined && !to) {
-      for (const l of this.listeners) {
-        if (l.filter[flag] !== true || !l.open) continue;
-        const tagged = {
-          ...params,
-          _meta: { ...(params?._meta as Record<string, unknown>), [SUBSCRIPTION_ID_META]: l.id },
-        };
-        l.res.write(
-          `event: message\ndata: ${this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, params: tagged }))}\n\n`,
-        );
-      }
-    }
+    if (!to) this.listens.notify(method, params);
     let frame: string | undefined;
     for (const s of this.sessions.values()) {
       if (s.streams.size === 0 || (to && !to(s))) continue;
-      frame ??= `event: message\ndata: ${this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) }))}\n\n`;
+      frame ??= sseEvent(this.opts.redact(JSON.stringify({ jsonrpc: '2.0', method, ...(params ? { params } : {}) })));
       for (const stream of s.streams) stream.write(frame);
     }
   }
@@ -254,7 +187,7 @@ export class HttpFront {
           params: { ...params, uri: shown, ...meta },
         }),
       );
-      const frame = `event: message\ndata: ${text}\n\n`;
+      const frame = sseEvent(text);
       if (listening) s.res.write(frame);
       else for (const stream of s.streams) stream.write(frame);
     }
@@ -527,7 +460,7 @@ export class HttpFront {
         const modern = isModernEnvelope(m.method, m.params, headerVersion);
         const refusal = modern
           ? (envelopeRefusal(m.method, m.params, headerVersion) ??
-            (batch ? null : this.headersDisagree(req.headers, m, endpoint)))
+            (batch ? null : this.calls.headersDisagree(req.headers, m, endpoint)))
           : null;
         if (refusal === null) entries.push(m);
         else if (!batch) {
@@ -535,7 +468,7 @@ export class HttpFront {
           return this.sendJson(res, refusal.status, rpcError(m.id, refusal.code, refusal.message, refusal.data));
         } else entries.push(rpcError(m.id, refusal.code, refusal.message, refusal.data));
       } else if (typeof m.method === 'string') {
-        this.notification(m, session, req.socket);
+        this.calls.notification(m, session, req.socket);
       } else if (m.id !== undefined && m.id !== null && ('result' in m || 'error' in m)) {
         // The agent's answer to a request toolbus relayed from an upstream; only the agent asked may answer it.
         this.asks.answer(agent.id, m);
@@ -548,7 +481,7 @@ export class HttpFront {
     }
 
     const first = entries[0]!;
-    if (first.method === 'subscriptions/listen' && !batch) return await this.openListen(res, agent, endpoint, first);
+    if (first.method === 'subscriptions/listen' && !batch) return await this.listens.open(res, agent, endpoint, first);
     let headers: Record<string, string> | undefined;
     if (first.method === 'initialize' && !batch) {
       // The 2025-era handshake opens a stateful session. The 2026-07-28 revision never sends initialize.
@@ -603,7 +536,7 @@ export class HttpFront {
     const replies = await Promise.all(
       entries.map((e, i) =>
         'method' in e && typeof e.method === 'string'
-          ? this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, req.socket)
+          ? this.calls.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, req.socket)
           : Promise.resolve(e as Reply),
       ),
     );
@@ -616,94 +549,6 @@ export class HttpFront {
     const status = !batch && (replies[0]?.error as { code?: unknown } | undefined)?.code === -32021 ? 400 : 200;
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': byteLength(text), ...headers });
     res.end(text);
-  }
-
-  /**
-   * A 2026-07-28 `subscriptions/listen` stream (SEP-2575): acknowledged first, then the list-changed notifications
-   * the request asked for, each tagged with the subscription id, until the agent closes it. At most
-   * `limits.maxSessionsPerAgent` open per agent.
-   */
-  private async openListen(
-    res: ServerResponse,
-    agent: AgentIdentity,
-    endpoint: string | undefined,
-    m: Reply,
-  ): Promise<void> {
-    let mine = 0;
-    for (const l of this.listeners) if (l.agent.id === agent.id) mine++;
-    if (mine >= this.opts.limits.maxSessionsPerAgent) {
-      this.sendJson(
-        res,
-        429,
-        rpcError(m.id, LIMIT_EXCEEDED, `Too many subscription streams: agent ${agent.id} has ${mine} open`),
-      );
-      return;
-    }
-    const params = (m.params ?? {}) as Record<string, unknown>;
-    const filter = (params.notifications ?? {}) as Record<string, unknown>;
-    const listener: Listener = { res, agent, endpoint, id: `sub-${randomUUID()}`, filter };
-    // Counted and cleaned up from the start: an agent that goes away while its subscriptions are being taken leaves
-    // nothing behind, and concurrent opens cannot pass the cap.
-    this.listeners.add(listener);
-    let ping: NodeJS.Timeout | undefined;
-    res.on('close', () => {
-      clearInterval(ping);
-      this.listeners.delete(listener);
-      this.subscriptions.dropSession(listener);
-    });
-    // Resource subscriptions are taken before the stream is acknowledged: a URI the agent may not read, or one its
-    // upstream refuses, fails the request as a whole.
-    const uris = filter.resourceSubscriptions;
-    if (uris !== undefined) {
-      const refused = await this.subscribeListener(listener, uris);
-      if (res.destroyed) {
-        this.subscriptions.dropSession(listener);
-        return;
-      }
-      if (refused) {
-        this.subscriptions.dropSession(listener);
-        this.listeners.delete(listener);
-        this.sendJson(res, refused.status, rpcError(m.id, refused.code, refused.message));
-        return;
-      }
-    }
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    const ack = {
-      jsonrpc: '2.0',
-      method: 'notifications/subscriptions/acknowledged',
-      params: { _meta: { [SUBSCRIPTION_ID_META]: listener.id } },
-    };
-    res.write(`event: message\ndata: ${JSON.stringify(ack)}\n\n`);
-    listener.open = true;
-    ping = setInterval(() => res.write(': keepalive\n\n'), 25_000).unref();
-  }
-
-  /** The `resourceSubscriptions` of a listen request, each subscribed to; or why not. */
-  private async subscribeListener(
-    listener: Listener,
-    uris: unknown,
-  ): Promise<{ status: number; code: number; message: string } | undefined> {
-    if (!Array.isArray(uris) || uris.length > MAX_LISTEN_URIS || uris.some((u) => typeof u !== 'string'))
-      return {
-        status: 400,
-        code: -32602,
-        message: `Invalid params: resourceSubscriptions must be at most ${MAX_LISTEN_URIS} URIs`,
-      };
-    try {
-      for (const uri of uris as string[]) {
-        const at = this.opts.deps.directory.locate(listener.agent, uri, listener.endpoint);
-        await this.subscriptions.subscribe(listener, at.upstream, at.uri);
-      }
-      return undefined;
-    } catch (err) {
-      if (err instanceof RpcError) return { status: 400, code: err.code, message: err.message };
-      const e = err as { code?: unknown; message?: string };
-      return {
-        status: 502,
-        code: typeof e.code === 'number' ? e.code : -32603,
-        message: `The upstream refused the subscription: ${e.message ?? 'error'}`,
-      };
-    }
   }
 
   /**
@@ -751,7 +596,7 @@ export class HttpFront {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...headers });
     const budget = { left: this.opts.limits.maxResponseBytes };
     const writeText = (text: string) => {
-      if (!res.destroyed) res.write(`event: message\ndata: ${text}\n\n`);
+      if (!res.destroyed) res.write(sseEvent(text));
     };
     const progress = (params: Record<string, unknown>) => {
       // Progress is best effort: once the budget is spent, it is dropped rather than crowding out the reply.
@@ -782,7 +627,7 @@ export class HttpFront {
       entries.map(async (e, i) => {
         const reply =
           'method' in e && typeof e.method === 'string'
-            ? await this.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, socket, {
+            ? await this.calls.dispatch(e as JsonRpcMessage, agent, endpoint, session, controllers[i]!, socket, {
                 progress,
                 log,
                 ask: askFor(controllers[i]!.signal),
@@ -811,142 +656,6 @@ export class HttpFront {
     return controllers;
   }
 
-  private notification(m: JsonRpcMessage, session: Session | null, socket: Socket): void {
-    if (m.method === 'notifications/cancelled') {
-      const requestId = m.params?.requestId;
-      if (typeof requestId !== 'string' && typeof requestId !== 'number') return;
-      const ctl = session ? session.inflight.get(requestId) : this.connectionInflight.get(socket)?.get(requestId);
-      ctl?.abort(new Error(typeof m.params?.reason === 'string' ? m.params.reason : 'cancelled by the agent'));
-    }
-    // notifications/initialized, roots/list_changed and others need no action.
-  }
-
-  private inflightFor(session: Session | null, socket: Socket): Map<string | number, AbortController> {
-    if (session) return session.inflight;
-    let map = this.connectionInflight.get(socket);
-    if (!map) {
-      map = new Map();
-      this.connectionInflight.set(socket, map);
-    }
-    return map;
-  }
-
-  private async dispatch(
-    m: JsonRpcMessage,
-    agent: AgentIdentity,
-    endpoint: string | undefined,
-    session: Session | null,
-    ctl: AbortController,
-    socket: Socket,
-    stream?: CallStream,
-  ): Promise<Reply> {
-    const id = m.id as string | number;
-    const method = m.method as string;
-    const params = m.params !== null && typeof m.params === 'object' && !Array.isArray(m.params) ? m.params : undefined;
-    if (m.params !== undefined && params === undefined)
-      return rpcError(id, -32602, 'Invalid params: params must be an object');
-    const modern = isModernRequest(params, method);
-    if (modern && method !== 'server/discover') {
-      const meta = params?._meta as Record<string, unknown>;
-      const v = meta['io.modelcontextprotocol/protocolVersion'];
-      if (v !== MODERN_VERSION) {
-        return rpcError(id, -32602, `Unsupported protocol version ${String(v).slice(0, 64)}`, {
-          supported: [MODERN_VERSION],
-        });
-      }
-    }
-    if (method === 'initialize' && modern)
-      return rpcError(id, METHOD_NOT_FOUND, 'initialize is not part of protocol revision 2026-07-28');
-    // A multi round-trip retry brings back the requestState toolbus sealed (input-rounds.ts).
-    const binding = { agentId: agent.id, endpoint, method, params };
-    // The 2025 revisions have no multi round-trip fields: an agent cannot slip an unsealed state past the seal there.
-    const opened: Opened = modern ? this.rounds.open(binding) : { kind: 'run', params: withoutRoundFields(params) };
-    if (opened.kind === 'refuse') return rpcError(id, -32602, opened.message);
-    if (opened.kind === 'resume') return this.resume(id, opened.call, binding);
-    const forwarded = opened.params;
-    const inflight = this.inflightFor(session, socket);
-    // A second request with an id already in flight on this session/connection would hijack its cancellation.
-    if (inflight.has(id)) return rpcError(id, INVALID_REQUEST, 'Invalid Request: this id is already in flight');
-    inflight.set(id, ctl);
-    // The client's capabilities: from its session's initialize, or (2026-07-28) from this request's _meta.
-    const caps =
-      session?.clientCapabilities ??
-      (((params?._meta as Record<string, unknown> | undefined)?.['io.modelcontextprotocol/clientCapabilities'] ??
-        {}) as Record<string, unknown>);
-    const parking = modern ? this.rounds.parkable(agent.id, method) : undefined;
-    const env: CallEnv = {
-      agent,
-      endpoint,
-      signal: ctl.signal,
-      abort: (reason) => ctl.abort(reason),
-      progress: stream?.progress,
-      log: stream?.log,
-      clientCapabilities: caps,
-      // A 2026-07-28 agent is asked through an InputRequiredResult (parked-calls.ts); a 2025 one on its call's SSE
-      // stream. On a JSON response nothing can be sent to the agent mid-call: the asker refuses.
-      ask: parking
-        ? this.rounds.askerFor(parking, caps)
-        : stream && !modern
-          ? (method: string, p: Record<string, unknown> | undefined) => stream.ask(method, p, caps)
-          : (method: string) => Promise.reject(cannotAsk(method)),
-      ...(session
-        ? {
-            setLogLevel: (level: string) => {
-              session.logLevel = level;
-            },
-            subscriptions: {
-              subscribe: (upstream: string, uri: string) => this.subscriptions.subscribe(session, upstream, uri),
-              unsubscribe: (upstream: string, uri: string) => this.subscriptions.unsubscribe(session, upstream, uri),
-            },
-          }
-        : {}),
-    };
-    try {
-      const running = handleRequest(this.opts.deps, env, method, forwarded);
-      if (!modern) return { jsonrpc: '2.0', id, result: await running };
-      const result = parking
-        ? await this.rounds.step(parking, binding, running)
-        : this.rounds.sealed(await running, binding);
-      return modernReply(id, method, result);
-    } catch (err) {
-      return this.failure(id, method, err);
-    } finally {
-      inflight.delete(id);
-    }
-  }
-
-  /** SEP-2243: headers that mirror the body must agree with it (header-checks.ts). Single requests only. */
-  private headersDisagree(
-    headers: IncomingHttpHeaders,
-    m: JsonRpcMessage,
-    endpoint: string | undefined,
-  ): HeaderRefusal | null {
-    const params =
-      m.params !== null && typeof m.params === 'object' ? (m.params as Record<string, unknown>) : undefined;
-    const name = params?.name;
-    let decls: HeaderDeclaration[] = [];
-    if (m.method === 'tools/call' && typeof name === 'string' && name.length <= 128) {
-      const { catalog } = this.opts.deps;
-      const tool = endpoint === undefined ? catalog.get(name) : catalog.byUpstreamName(endpoint, name);
-      decls = tool?.headerDeclarations ?? [];
-    }
-    return headerRefusal(headers, m.method as string, params, decls);
-  }
-
-  /** The retry of a parked call (input-rounds.ts): the call's next step, not a new run of the request. */
-  private async resume(
-    id: string | number,
-    call: ParkedCall<Record<string, unknown>>,
-    binding: SealBinding,
-  ): Promise<Reply> {
-    try {
-      const r = await this.rounds.resume(call, binding);
-      return r.kind === 'refuse' ? rpcError(id, -32602, r.message) : modernReply(id, binding.method, r.result);
-    } catch (err) {
-      return this.failure(id, binding.method, err);
-    }
-  }
-
   /**
    * An agent's roots, asked on one of its 2025 sessions' standalone streams (for its `sharing: per-agent` upstream
    * sessions); undefined when no session of it can be asked (none open, no stream, no roots capability), or it does
@@ -972,8 +681,7 @@ export class HttpFront {
   /** roots/list on the session's standalone stream; the answer, kept to well-formed roots (1,000 at most). */
   private async askRoots(agentId: string, s: Session): Promise<{ uri: string; name?: string }[] | undefined> {
     const stream = [...s.streams][0]!;
-    const write = (msg: Record<string, unknown>) =>
-      stream.write(`event: message\ndata: ${this.opts.redact(JSON.stringify(msg))}\n\n`);
+    const write = (msg: Record<string, unknown>) => stream.write(sseEvent(this.opts.redact(JSON.stringify(msg))));
     const answer = await this.asks
       .ask(agentId, s.clientCapabilities, 'roots/list', undefined, AbortSignal.timeout(10_000), write)
       .catch(() => undefined);
@@ -984,25 +692,4 @@ export class HttpFront {
       .slice(0, 1000)
       .map((r) => ({ uri: r.uri, ...(typeof r.name === 'string' ? { name: r.name } : {}) }));
   }
-
-  private failure(id: string | number, method: string, err: unknown): Reply {
-    if (err instanceof RpcError) return rpcError(id, err.code, err.message, err.data);
-    this.opts.logger.error({ err, method: method.slice(0, 100) }, 'request failed');
-    return rpcError(id, -32603, 'Internal error');
-  }
-}
-
-function withoutRoundFields(params: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
-  if (params?.requestState === undefined && params?.inputResponses === undefined) return params;
-  const { requestState: _state, inputResponses: _responses, ...rest } = params;
-  return rest;
-}
-
-/** A 2026-07-28 result: an InputRequiredResult as it is; others with caching hints where due, and `resultType`. */
-function modernReply(id: string | number, method: string, result: Record<string, unknown>): Reply {
-  if (result.resultType === 'input_required') return { jsonrpc: '2.0', id, result };
-  const hinted = CACHEABLE.has(method) ? withCacheHints(result) : result;
-  // A tools/call that became a task (SEP-2663) says so; everything else is complete.
-  const resultType = result.resultType === 'task' ? 'task' : 'complete';
-  return { jsonrpc: '2.0', id, result: { ...hinted, resultType } };
 }
