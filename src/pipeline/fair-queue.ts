@@ -2,14 +2,17 @@
 // concurrency cap (calls in flight from this replica), and the fair queue in front of both.
 //
 // When a call cannot go at once it waits in its agent's own FIFO lane; lanes are served by deficit round robin
-// weighted by the agent's weight, so a flooding agent cannot starve the others. A call that would wait longer than
-// queueWaitMs (or past its deadline) is turned away at once with an estimate of when a retry would get through.
+// weighted by the agent's weight (drr-lanes.ts), so a flooding agent cannot starve the others. A call that would
+// wait longer than queueWaitMs (or past its deadline) is turned away at once with an estimate of when a retry would
+// get through. Time is read and scheduled through an injected Clock (clock.ts), so tests move it exactly.
 //
 // The hot path (nothing queued, a slot free) makes at most one store call and no queue bookkeeping. Otherwise a
 // single dispatch loop per queue takes tokens one at a time and sleeps on one timer when the bucket refuses.
 import { BusError } from '../errors.js';
 import type { RateStore, TakeTokenResult } from '../store/contract.js';
 import { type BucketState, takeFromBucket } from '../store/gcra.js';
+import { type Clock, type ClockTimer, systemClock } from './clock.js';
+import { DrrLanes, type Lane, laneWeight, type Waiter } from './drr-lanes.js';
 
 export interface RateLimit {
   perSecond: number;
@@ -30,7 +33,8 @@ export interface AdmissionQueueOptions {
   store: RateStore;
   /** The bucket's name in the store; replicas that share it share the rate. */
   bucket: string;
-  now?: () => number;
+  /** Time: the real one unless a test moves its own. */
+  clock?: Clock;
   /** Called on every admission with how long the call waited (0 on the fast path). */
   onWait?: (agentId: string, waitedMs: number) => void;
   /**
@@ -58,30 +62,6 @@ export interface AdmissionSnapshot {
   inFlight: number;
   queued: number;
   perAgent: Record<string, { queued: number; admitted: number }>;
-}
-
-interface Waiter {
-  readonly lane: Lane;
-  readonly arrivedAt: number;
-  readonly signal: AbortSignal | undefined;
-  resolve: (permit: Permit) => void;
-  reject: (err: unknown) => void;
-  timer: NodeJS.Timeout | undefined;
-  onAbort: (() => void) | undefined;
-}
-
-/** One agent's FIFO and its deficit-round-robin state. Lanes outlive their calls so `admitted` keeps counting. */
-interface Lane {
-  readonly agentId: string;
-  weight: number;
-  /** Calls this lane may still send in its current turn; each call costs 1, each turn adds `weight`. */
-  deficit: number;
-  readonly waiters: Waiter[];
-  admitted: number;
-  /** Last time this agent asked; agents seen lately share the budget promised to turned-away calls. */
-  lastSeen: number;
-  /** The latest retry time promised to a call of this lane that was turned away. */
-  retryHorizon: number;
 }
 
 class AdmissionPermit implements Permit {
@@ -112,18 +92,10 @@ class LocalBucket {
   }
 }
 
-/** Below this weight a lane's turns would mostly be idle; treat it as this small instead. */
-const MIN_WEIGHT = 1e-3;
 /** setTimeout's largest delay; a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** Agents that asked within this window count as contending when spacing out retries. */
-const RECENT_MS = 1000;
 /** Smoothing of the observed call duration used to estimate waits when the concurrency cap is what binds. */
 const SERVICE_EWMA = 0.2;
-
-function laneWeight(weight: number): number {
-  return Number.isFinite(weight) && weight > MIN_WEIGHT ? weight : weight > 0 ? MIN_WEIGHT : 1;
-}
 
 export class AdmissionQueue {
   readonly upstream: string;
@@ -134,18 +106,14 @@ export class AdmissionQueue {
   private maxQueuePerAgent: number;
   private readonly store: RateStore;
   private readonly bucket: string;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly onWait: ((agentId: string, waitedMs: number) => void) | undefined;
   private readonly onStoreError: ((err: unknown) => void) | undefined;
   private fallback: LocalBucket | undefined;
 
   private inFlight = 0;
-  private queued = 0;
-  private readonly lanes = new Map<string, Lane>();
-  /** Lanes with waiters, in round-robin order; `cursor` is the lane whose turn it is. */
-  private readonly active: Lane[] = [];
-  private cursor = 0;
-  private turnStarted = false;
+  /** The calls waiting, one lane per agent. */
+  private readonly lanes = new DrrLanes<Permit>();
 
   /** Upstream pushback (429 / Retry-After): nothing goes before this. */
   private pausedUntil = 0;
@@ -155,7 +123,7 @@ export class AdmissionQueue {
   private holdUntil = 0;
 
   private pumping = false;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: ClockTimer | undefined;
   private timerAt = 0;
   /** Mean time a permit is held, learned from releases; 0 until the first release. */
   private serviceMs = 0;
@@ -170,7 +138,7 @@ export class AdmissionQueue {
     this.maxQueuePerAgent = Math.max(0, Math.floor(opts.maxQueuePerAgent));
     this.store = opts.store;
     this.bucket = opts.bucket;
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
     this.onWait = opts.onWait;
     this.onStoreError = opts.onStoreError;
     this.fallback = opts.rate ? new LocalBucket(opts.rate) : undefined;
@@ -203,9 +171,9 @@ export class AdmissionQueue {
   admit(req: AdmissionRequest): Promise<Permit> {
     if (req.signal?.aborted) return Promise.reject(req.signal.reason);
     if (this.closed) return Promise.reject(this.closed);
-    const now = this.now();
-    const lane = this.laneOf(req.agentId, req.weight, now);
-    if (this.queued === 0 && this.inFlight < this.maxConcurrency && now >= this.holdUntil) {
+    const now = this.clock.now();
+    const lane = this.lanes.laneOf(req.agentId, req.weight, now);
+    if (this.lanes.size === 0 && this.inFlight < this.maxConcurrency && now >= this.holdUntil) {
       this.inFlight++;
       if (!this.rate) return Promise.resolve(this.fastGrant(lane, req.agentId, now));
       const fastLane = lane;
@@ -213,7 +181,7 @@ export class AdmissionQueue {
         (taken) => this.afterFastToken(taken, fastLane, req, now),
         (err: unknown) => {
           this.onStoreError?.(err);
-          return this.afterFastToken(this.fallback!.take(this.now()), fastLane, req, now);
+          return this.afterFastToken(this.fallback!.take(this.clock.now()), fastLane, req, now);
         },
       );
     }
@@ -226,18 +194,24 @@ export class AdmissionQueue {
    * store step as its claim, knowing nothing stands between that step and the upstream.
    */
   tryAdmitNow(agentId: string, weight: number): Permit | undefined {
-    const now = this.now();
-    if (this.rate || this.closed || this.queued > 0 || this.inFlight >= this.maxConcurrency || now < this.holdUntil) {
+    const now = this.clock.now();
+    if (
+      this.rate ||
+      this.closed ||
+      this.lanes.size > 0 ||
+      this.inFlight >= this.maxConcurrency ||
+      now < this.holdUntil
+    ) {
       return undefined;
     }
     this.inFlight++;
-    return this.fastGrant(this.laneOf(agentId, weight, now), agentId, now);
+    return this.fastGrant(this.lanes.laneOf(agentId, weight, now), agentId, now);
   }
 
   /** Upstream pushback (429 / Retry-After): admit nothing for `ms`, here at once and in every replica via the store. */
   pause(ms: number): void {
     if (!(ms > 0)) return;
-    const until = this.now() + ms;
+    const until = this.clock.now() + ms;
     if (until > this.pausedUntil) {
       this.pausedUntil = until;
       this.holdUntil = Math.max(this.holdUntil, until);
@@ -247,11 +221,7 @@ export class AdmissionQueue {
   }
 
   snapshot(): AdmissionSnapshot {
-    const perAgent: Record<string, { queued: number; admitted: number }> = {};
-    for (const lane of this.lanes.values()) {
-      perAgent[lane.agentId] = { queued: lane.waiters.length, admitted: lane.admitted };
-    }
-    return { inFlight: this.inFlight, queued: this.queued, perAgent };
+    return { inFlight: this.inFlight, queued: this.lanes.size, perAgent: this.lanes.perAgent() };
   }
 
   /** Turns away every waiting call (default: upstream_unavailable) and every later one; permits held stay valid. */
@@ -262,37 +232,17 @@ export class AdmissionQueue {
       new BusError('upstream_unavailable', 'upstream_closing', `Upstream ${this.upstream} is shutting down.`, {
         retryAfterMs: 1000,
       });
-    clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    for (const lane of [...this.active]) {
-      for (const waiter of [...lane.waiters]) {
-        this.remove(waiter);
-        waiter.reject(this.closed);
-      }
+    for (const waiter of this.lanes.waiting()) {
+      this.remove(waiter);
+      waiter.reject(this.closed);
     }
   }
 
   // ---- fast path ----
 
-  private laneOf(agentId: string, weight: number, now: number): Lane {
-    let lane = this.lanes.get(agentId);
-    if (!lane) {
-      lane = {
-        agentId,
-        weight: laneWeight(weight),
-        deficit: 0,
-        waiters: [],
-        admitted: 0,
-        lastSeen: now,
-        retryHorizon: 0,
-      };
-      this.lanes.set(agentId, lane);
-    }
-    lane.lastSeen = now;
-    return lane;
-  }
-
-  private fastGrant(lane: Lane, agentId: string, now: number): Permit {
+  private fastGrant(lane: Lane<Permit>, agentId: string, now: number): Permit {
     lane.admitted++;
     this.onWait?.(agentId, 0);
     return new AdmissionPermit(this.onRelease, now);
@@ -300,7 +250,7 @@ export class AdmissionQueue {
 
   private afterFastToken(
     taken: TakeTokenResult,
-    lane: Lane,
+    lane: Lane<Permit>,
     req: AdmissionRequest,
     arrivedAt: number,
   ): Promise<Permit> {
@@ -308,10 +258,10 @@ export class AdmissionQueue {
       if (req.signal?.aborted) {
         // The token is spent; the slot is not.
         this.inFlight--;
-        if (this.queued > 0) this.pump();
+        if (this.lanes.size > 0) this.pump();
         throw req.signal.reason;
       }
-      return Promise.resolve(this.fastGrant(lane, req.agentId, this.now()));
+      return Promise.resolve(this.fastGrant(lane, req.agentId, this.clock.now()));
     }
     this.inFlight--;
     this.holdForRate(taken.retryAfterMs);
@@ -320,9 +270,9 @@ export class AdmissionQueue {
 
   // ---- queue ----
 
-  private enqueue(lane: Lane, req: AdmissionRequest, arrivedAt: number): Promise<Permit> {
+  private enqueue(lane: Lane<Permit>, req: AdmissionRequest, arrivedAt: number): Promise<Permit> {
     if (this.closed) return Promise.reject(this.closed);
-    const now = this.now();
+    const now = this.clock.now();
     const weight = laneWeight(req.weight);
     lane.weight = weight;
     const position = lane.waiters.length;
@@ -344,7 +294,7 @@ export class AdmissionQueue {
     }
 
     return new Promise<Permit>((resolve, reject) => {
-      const waiter: Waiter = {
+      const waiter: Waiter<Permit> = {
         lane,
         arrivedAt,
         signal: req.signal,
@@ -353,7 +303,7 @@ export class AdmissionQueue {
         timer: undefined,
         onAbort: undefined,
       };
-      waiter.timer = setTimeout(() => this.expire(waiter), Math.min(Math.ceil(budget), MAX_TIMER_MS));
+      waiter.timer = this.clock.setTimeout(() => this.expire(waiter), Math.min(Math.ceil(budget), MAX_TIMER_MS));
       if (req.signal) {
         const signal = req.signal;
         waiter.onAbort = () => {
@@ -361,18 +311,17 @@ export class AdmissionQueue {
         };
         signal.addEventListener('abort', waiter.onAbort, { once: true });
       }
-      if (lane.waiters.push(waiter) === 1) this.active.push(lane);
-      this.queued++;
+      this.lanes.push(waiter);
       this.pump();
     });
   }
 
   /** A waiter's budget ran out: it leaves with an estimate for its place in line as it stands now. */
-  private expire(waiter: Waiter): void {
+  private expire(waiter: Waiter<Permit>): void {
     waiter.timer = undefined;
     const position = waiter.lane.waiters.indexOf(waiter);
     if (position < 0) return;
-    const now = this.now();
+    const now = this.clock.now();
     const err = this.turnAway(
       this.waitCode(now),
       `Waited ${now - waiter.arrivedAt} ms in the queue for ${this.upstream} without getting through.`,
@@ -384,64 +333,15 @@ export class AdmissionQueue {
     waiter.reject(err);
   }
 
-  private remove(waiter: Waiter): boolean {
-    const lane = waiter.lane;
-    const i = lane.waiters.indexOf(waiter);
-    if (i < 0) return false;
-    lane.waiters.splice(i, 1);
-    this.queued--;
-    if (lane.waiters.length === 0) this.deactivate(lane);
+  private remove(waiter: Waiter<Permit>): boolean {
+    if (!this.lanes.remove(waiter)) return false;
     this.settle(waiter);
     return true;
   }
 
-  private settle(waiter: Waiter): void {
-    if (waiter.timer) clearTimeout(waiter.timer);
+  private settle(waiter: Waiter<Permit>): void {
+    if (waiter.timer) this.clock.clearTimeout(waiter.timer);
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
-  }
-
-  private deactivate(lane: Lane): void {
-    const i = this.active.indexOf(lane);
-    if (i < 0) return;
-    this.active.splice(i, 1);
-    lane.deficit = 0;
-    if (i < this.cursor) this.cursor--;
-    else if (i === this.cursor) this.turnStarted = false;
-  }
-
-  /** Deficit round robin: the lane whose turn it is sends while its deficit lasts, then the turn moves on. */
-  private nextWaiter(): Waiter | undefined {
-    const active = this.active;
-    let idleVisits = 0;
-    while (active.length > 0) {
-      if (this.cursor >= active.length) this.cursor = 0;
-      const lane = active[this.cursor]!;
-      if (!this.turnStarted) {
-        lane.deficit += lane.weight;
-        this.turnStarted = true;
-      }
-      if (lane.deficit >= 1) {
-        lane.deficit -= 1;
-        const waiter = lane.waiters.shift()!;
-        this.queued--;
-        if (lane.waiters.length === 0) this.deactivate(lane);
-        return waiter;
-      }
-      this.cursor++;
-      this.turnStarted = false;
-      if (++idleVisits >= active.length) {
-        this.skipIdleRounds();
-        idleVisits = 0;
-      }
-    }
-    return undefined;
-  }
-
-  /** A whole round sent nothing (every weight below 1): credit the rounds that would pass idle, all at once. */
-  private skipIdleRounds(): void {
-    let rounds = Number.POSITIVE_INFINITY;
-    for (const lane of this.active) rounds = Math.min(rounds, Math.ceil((1 - lane.deficit) / lane.weight) - 1);
-    if (rounds > 0 && Number.isFinite(rounds)) for (const lane of this.active) lane.deficit += rounds * lane.weight;
   }
 
   private pump(): void {
@@ -453,8 +353,8 @@ export class AdmissionQueue {
   /** The one dispatch loop of this queue: never two at once (pump guards it), never spinning (it sleeps on holds). */
   private async dispatch(): Promise<void> {
     try {
-      while (this.queued > 0 && this.inFlight < this.maxConcurrency && !this.closed) {
-        const now = this.now();
+      while (this.lanes.size > 0 && this.inFlight < this.maxConcurrency && !this.closed) {
+        const now = this.clock.now();
         if (now < this.holdUntil) {
           this.wakeAfter(this.holdUntil - now);
           return;
@@ -469,7 +369,7 @@ export class AdmissionQueue {
             continue;
           }
         }
-        const waiter = this.nextWaiter();
+        const waiter = this.lanes.next();
         if (!waiter) {
           // Every waiter left while the token was on its way; the token is lost, never the slot.
           this.inFlight--;
@@ -485,13 +385,13 @@ export class AdmissionQueue {
   private takeToken(rate: RateLimit): Promise<TakeTokenResult> {
     return this.store.takeToken(this.bucket, rate.perSecond, rate.burst).catch((err: unknown) => {
       this.onStoreError?.(err);
-      return this.fallback!.take(this.now());
+      return this.fallback!.take(this.clock.now());
     });
   }
 
-  private grant(waiter: Waiter): void {
+  private grant(waiter: Waiter<Permit>): void {
     this.settle(waiter);
-    const now = this.now();
+    const now = this.clock.now();
     waiter.lane.admitted++;
     this.onWait?.(waiter.lane.agentId, now - waiter.arrivedAt);
     waiter.resolve(new AdmissionPermit(this.onRelease, now));
@@ -499,24 +399,24 @@ export class AdmissionQueue {
 
   private readonly onRelease = (grantedAt: number): void => {
     this.inFlight--;
-    const held = this.now() - grantedAt;
+    const held = this.clock.now() - grantedAt;
     this.serviceMs = this.serviceMs === 0 ? held : this.serviceMs + SERVICE_EWMA * (held - this.serviceMs);
-    if (this.queued > 0) this.pump();
+    if (this.lanes.size > 0) this.pump();
   };
 
   private holdForRate(retryAfterMs: number): void {
     // At least 1 ms, so a bucket that answers "0 ms" cannot make the loop spin.
-    const until = this.now() + Math.max(1, retryAfterMs);
+    const until = this.clock.now() + Math.max(1, retryAfterMs);
     if (until > this.rateFreeAt) this.rateFreeAt = until;
     this.holdUntil = Math.max(this.pausedUntil, this.rateFreeAt);
   }
 
   private wakeAfter(ms: number): void {
-    const at = this.now() + ms;
+    const at = this.clock.now() + ms;
     if (this.timer && this.timerAt <= at) return;
-    clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(this.onTimer, Math.max(1, Math.ceil(ms)));
+    this.timer = this.clock.setTimeout(this.onTimer, Math.max(1, Math.ceil(ms)));
   }
 
   private readonly onTimer = (): void => {
@@ -526,22 +426,9 @@ export class AdmissionQueue {
 
   // ---- estimates ----
 
-  /**
-   * How many dispatches go before the call at `position` of `lane`, if nothing else arrives: its own lane's earlier
-   * calls plus, from every other backlogged lane, the share DRR serves while this lane sends position + 1.
-   */
-  private callsAhead(lane: Lane, position: number): number {
-    let ahead = position;
-    const rounds = position + 0.5;
-    for (const other of this.active) {
-      if (other !== lane) ahead += Math.min(other.waiters.length, (rounds * other.weight) / lane.weight);
-    }
-    return ahead;
-  }
-
   /** When the call at `position` would be dispatched: paced by the bucket, or by slots freeing at the observed rate. */
-  private estimateWaitMs(lane: Lane, position: number, now: number): number {
-    const ahead = this.callsAhead(lane, position);
+  private estimateWaitMs(lane: Lane<Permit>, position: number, now: number): number {
+    const ahead = this.lanes.callsAhead(lane, position);
     const hold = Math.max(0, this.holdUntil - now);
     const rateWait = hold + ahead * this.intervalMs;
     const slotsNeeded = ahead + 1 - (this.maxConcurrency - this.inFlight);
@@ -555,12 +442,12 @@ export class AdmissionQueue {
    * fails again: each call of an agent is promised a moment one "fair share" after the previous promise, the share
    * being the agent's weight among the agents seen lately. Retries then return at the pace DRR will serve them.
    */
-  private turnAway(code: string, message: string, lane: Lane, position: number, now: number): BusError {
+  private turnAway(code: string, message: string, lane: Lane<Permit>, position: number, now: number): BusError {
     let retryAfterMs = this.estimateWaitMs(lane, position, now);
     // One dispatch's worth of time: a token's interval, or one slot's share of a call's duration.
     const unit = this.rate ? this.intervalMs : this.serviceMs / this.maxConcurrency;
     if (unit > 0) {
-      const spacing = (unit * this.contendingWeight(lane, now)) / lane.weight;
+      const spacing = (unit * this.lanes.contendingWeight(lane, now)) / lane.weight;
       let at = now + Math.max(retryAfterMs, unit);
       if (at < lane.retryHorizon + spacing) at = lane.retryHorizon + spacing;
       lane.retryHorizon = at;
@@ -570,14 +457,6 @@ export class AdmissionQueue {
       retryAfterMs = Math.min(this.queueWaitMs, 1000);
     }
     return new BusError('rate_limited', code, message, { retryAfterMs: Math.max(1, retryAfterMs) });
-  }
-
-  private contendingWeight(lane: Lane, now: number): number {
-    let total = lane.weight;
-    for (const other of this.lanes.values()) {
-      if (other !== lane && (other.waiters.length > 0 || now - other.lastSeen <= RECENT_MS)) total += other.weight;
-    }
-    return total;
   }
 
   private waitCode(now: number): string {

@@ -1,6 +1,8 @@
 // The per-upstream admission queue: fast path, rate pacing, concurrency cap, weighted DRR fairness, turning calls away
 // (queue full, wait too long, deadline), abort, pause, and whether retryAfterMs can be trusted.
-// Timing tests use real time with short runs and generous bounds; fairness is also checked deterministically.
+// Waits, deadlines, pauses and the fallback bucket run on a fake clock the test moves (test/helpers/fake-clock.ts),
+// so they are checked to the millisecond. Two tests stay on real time on purpose: rate pacing under 24 concurrent
+// callers and the trustworthiness of retryAfterMs, which are about the dispatch loop's behaviour under real timers.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -8,6 +10,7 @@ import { BusError } from '../../src/errors.js';
 import { AdmissionQueue, type AdmissionQueueOptions, type Permit } from '../../src/pipeline/fair-queue.js';
 import type { RateStore, TakeTokenResult } from '../../src/store/contract.js';
 import { type BucketState, pauseBucketState, takeFromBucket } from '../../src/store/gcra.js';
+import { FakeClock, settle } from '../helpers/fake-clock.js';
 
 /**
  * TEST-ONLY rate store: the stores' GCRA (gcra.ts) on Date.now(), with an optional delay per call to act
@@ -20,7 +23,10 @@ class TestGcraRateStore implements RateStore {
   maxInCall = 0;
   private readonly buckets = new Map<string, BucketState>();
 
-  constructor(private readonly latencyMs = 0) {}
+  constructor(
+    private readonly latencyMs = 0,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   async takeToken(bucket: string, perSecond: number, burst: number): Promise<TakeTokenResult> {
     this.calls++;
@@ -29,7 +35,7 @@ class TestGcraRateStore implements RateStore {
     try {
       if (this.latencyMs > 0) await sleep(this.latencyMs);
       // The stores' own rule (gcra.ts), not a copy of it.
-      const { result, next } = takeFromBucket(this.buckets.get(bucket), Date.now(), perSecond, burst);
+      const { result, next } = takeFromBucket(this.buckets.get(bucket), this.now(), perSecond, burst);
       if (next) this.buckets.set(bucket, next);
       return result;
     } finally {
@@ -39,7 +45,7 @@ class TestGcraRateStore implements RateStore {
 
   async pauseBucket(bucket: string, ms: number): Promise<void> {
     this.pauses.push(ms);
-    this.buckets.set(bucket, pauseBucketState(this.buckets.get(bucket), Date.now(), ms));
+    this.buckets.set(bucket, pauseBucketState(this.buckets.get(bucket), this.now(), ms));
   }
 }
 
@@ -56,6 +62,23 @@ function makeQueue(over: Partial<AdmissionQueueOptions> = {}): AdmissionQueue {
 }
 
 const far = () => Date.now() + 60_000;
+
+/** A queue on a fake clock, with a rate store on the same clock. */
+function queueOnClock(over: Partial<AdmissionQueueOptions> = {}): { q: AdmissionQueue; clock: FakeClock } {
+  const clock = new FakeClock();
+  const store = new TestGcraRateStore(0, () => clock.now());
+  return { q: makeQueue({ store, clock, ...over }), clock };
+}
+
+/** Settles `p` into a box the test can look at without awaiting it. */
+function watch<T>(p: Promise<T>): { done: boolean; value?: T; error?: unknown } {
+  const box: { done: boolean; value?: T; error?: unknown } = { done: false };
+  p.then(
+    (value) => Object.assign(box, { done: true, value }),
+    (error: unknown) => Object.assign(box, { done: true, error }),
+  );
+  return box;
+}
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -253,54 +276,55 @@ describe('AdmissionQueue', () => {
     assert.deepEqual(q.snapshot().perAgent.a, { queued: 0, admitted: 2 });
   });
 
-  it('turns a call away when it waited queueWaitMs', async () => {
-    const q = makeQueue({ maxConcurrency: 1, queueWaitMs: 80 });
-    const hold = await q.admit({ agentId: 'holder', weight: 1, deadline: far() });
-    const started = Date.now();
-    const err = assertRateLimited(
-      await rejection(q.admit({ agentId: 'a', weight: 1, deadline: far() })),
-      'queue_wait_exceeded',
-    );
-    const waited = Date.now() - started;
-    assert.ok(waited >= 75 && waited < 500, `waited ${waited} ms`);
-    assert.ok(err.retryAfterMs! >= 1);
+  it('turns a call away when it waited queueWaitMs, not a millisecond sooner', async () => {
+    const { q, clock } = queueOnClock({ maxConcurrency: 1, queueWaitMs: 80 });
+    const deadline = clock.now() + 60_000;
+    const hold = await q.admit({ agentId: 'holder', weight: 1, deadline });
+    const waiting = watch(q.admit({ agentId: 'a', weight: 1, deadline }));
+    await clock.advance(79);
+    assert.equal(waiting.done, false, 'still in line at 79 ms');
+    assert.equal(q.snapshot().queued, 1);
+    await clock.advance(1);
+    const err = assertRateLimited(waiting.error, 'queue_wait_exceeded');
+    assert.match(err.message, /Waited 80 ms/);
     assert.equal(q.snapshot().queued, 0);
     hold.release();
   });
 
   it('turns a call away at once when its estimated wait already exceeds queueWaitMs', async () => {
-    const q = makeQueue({ rate: { perSecond: 20, burst: 1 }, queueWaitMs: 180 });
-    (await q.admit({ agentId: 'a', weight: 1, deadline: far() })).release(); // the burst
-    const queued = [q.admit({ agentId: 'a', weight: 1, deadline: far() })];
-    await sleep(5); // the refused token tells the queue when the bucket refills
-    queued.push(
-      q.admit({ agentId: 'a', weight: 1, deadline: far() }),
-      q.admit({ agentId: 'a', weight: 1, deadline: far() }),
+    const { q, clock } = queueOnClock({ rate: { perSecond: 20, burst: 1 }, queueWaitMs: 180 });
+    const deadline = clock.now() + 60_000;
+    (await q.admit({ agentId: 'a', weight: 1, deadline })).release(); // the burst
+    // Refused by the bucket, this one waits; the refusal tells the queue the next token is 50 ms away.
+    const queued = [q.admit({ agentId: 'a', weight: 1, deadline })];
+    await settle();
+    queued.push(q.admit({ agentId: 'a', weight: 1, deadline }), q.admit({ agentId: 'a', weight: 1, deadline }));
+    // 50 ms to the next token, then three ahead at 50 ms each: 200 ms, past 180, so refused with no time passing.
+    const refused = watch(q.admit({ agentId: 'a', weight: 1, deadline }));
+    await settle();
+    const err = assertRateLimited(refused.error, 'queue_wait_exceeded');
+    assert.equal(err.retryAfterMs, 200);
+    // The three in line go at 50, 100 and 150 ms.
+    const admittedAt: number[] = [];
+    for (const p of queued) void p.then((permit) => admittedAt.push(clock.now()) && permit.release());
+    await clock.advance(150);
+    assert.deepEqual(
+      admittedAt.map((t) => t - (clock.now() - 150)),
+      [50, 100, 150],
     );
-    const started = Date.now();
-    // Three ahead at 50 ms each, plus the time until the next token: past 180 ms.
-    const err = assertRateLimited(
-      await rejection(q.admit({ agentId: 'a', weight: 1, deadline: far() })),
-      'queue_wait_exceeded',
-    );
-    assert.ok(Date.now() - started < 30, 'refused up front, not after waiting');
-    assert.ok(err.retryAfterMs! >= 150 && err.retryAfterMs! <= 300, `retryAfterMs ${err.retryAfterMs}`);
-    for (const p of queued) (await p).release();
   });
 
   it('never waits past the call deadline', async () => {
-    const q = makeQueue({ maxConcurrency: 1, queueWaitMs: 10_000 });
-    const hold = await q.admit({ agentId: 'holder', weight: 1, deadline: far() });
-    const started = Date.now();
-    assertRateLimited(
-      await rejection(q.admit({ agentId: 'a', weight: 1, deadline: started + 60 })),
-      'queue_wait_exceeded',
-    );
-    const waited = Date.now() - started;
-    assert.ok(waited >= 55 && waited < 400, `waited ${waited} ms`);
+    const { q, clock } = queueOnClock({ maxConcurrency: 1, queueWaitMs: 10_000 });
+    const hold = await q.admit({ agentId: 'holder', weight: 1, deadline: clock.now() + 60_000 });
+    const waiting = watch(q.admit({ agentId: 'a', weight: 1, deadline: clock.now() + 60 }));
+    await clock.advance(59);
+    assert.equal(waiting.done, false, 'still in line at 59 ms');
+    await clock.advance(1);
+    assertRateLimited(waiting.error, 'queue_wait_exceeded');
     // Already past its deadline and unable to go at once: refused without queuing.
     assertRateLimited(
-      await rejection(q.admit({ agentId: 'a', weight: 1, deadline: Date.now() - 1 })),
+      await rejection(q.admit({ agentId: 'a', weight: 1, deadline: clock.now() - 1 })),
       'queue_wait_exceeded',
     );
     assert.equal(q.snapshot().queued, 0);
@@ -326,23 +350,26 @@ describe('AdmissionQueue', () => {
   });
 
   it('holds admissions while paused, here and in the store', async () => {
-    const store = new TestGcraRateStore();
-    const q = makeQueue({ store, rate: { perSecond: 1000, burst: 50 } });
+    const clock = new FakeClock();
+    const store = new TestGcraRateStore(0, () => clock.now());
+    const q = makeQueue({ store, clock, rate: { perSecond: 1000, burst: 50 } });
     q.pause(120);
     assert.deepEqual(store.pauses, [120]);
-    const started = Date.now();
-    (await q.admit({ agentId: 'a', weight: 1, deadline: far() })).release();
-    const waited = Date.now() - started;
-    assert.ok(waited >= 110 && waited < 500, `admitted after ${waited} ms`);
+    const admitted = watch(q.admit({ agentId: 'a', weight: 1, deadline: clock.now() + 60_000 }));
+    await clock.advance(119);
+    assert.equal(admitted.done, false, 'held at 119 ms');
+    await clock.advance(1);
+    assert.ok(admitted.value, 'admitted at 120 ms');
+    admitted.value.release();
 
     // A pause longer than the call may wait is refused up front, as rate_paused.
-    const short = makeQueue({ queueWaitMs: 50 });
+    const short = queueOnClock({ queueWaitMs: 50 }).q;
     short.pause(1000);
     const err = assertRateLimited(
-      await rejection(short.admit({ agentId: 'a', weight: 1, deadline: far() })),
+      await rejection(short.admit({ agentId: 'a', weight: 1, deadline: Date.now() + 60_000 })),
       'rate_paused',
     );
-    assert.ok(err.retryAfterMs! >= 900, `retryAfterMs ${err.retryAfterMs}`);
+    assert.equal(err.retryAfterMs, 1000);
   });
 
   it('gives retryAfterMs a caller can trust: most retries after it are admitted', async () => {
@@ -382,21 +409,27 @@ describe('AdmissionQueue', () => {
       takeToken: () => Promise.reject(new Error('store down')),
       pauseBucket: () => Promise.reject(new Error('store down')),
     };
-    const q = makeQueue({ store: broken, rate: { perSecond: 100, burst: 2 }, onStoreError: (e) => errors.push(e) });
-    const started = Date.now();
+    const clock = new FakeClock();
+    const q = makeQueue({
+      store: broken,
+      clock,
+      rate: { perSecond: 100, burst: 2 },
+      onStoreError: (e) => errors.push(e),
+    });
+    const started = clock.now();
     const times: number[] = [];
-    await Promise.all(
-      Array.from({ length: 8 }, () =>
-        q.admit({ agentId: 'a', weight: 1, deadline: far() }).then((p) => {
-          times.push(Date.now() - started);
-          p.release();
-        }),
-      ),
-    );
+    for (let i = 0; i < 8; i++) {
+      void q.admit({ agentId: 'a', weight: 1, deadline: started + 60_000 }).then((p) => {
+        times.push(clock.now() - started);
+        p.release();
+      });
+    }
+    await clock.advance(100);
+    // The burst of 2 at once, then one every 10 ms, as the store's own rule (gcra.ts) would pace them.
+    assert.deepEqual(times, [0, 0, 10, 20, 30, 40, 50, 60]);
     assert.ok(errors.length >= 8);
-    assert.ok(times.at(-1)! >= 50, `8 calls at 100/s burst 2 took only ${times.at(-1)} ms`);
     q.pause(10); // a failing pauseBucket is reported, not thrown
-    await sleep(1);
+    await settle();
   });
 
   it('close() turns every waiter away', async () => {
