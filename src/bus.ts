@@ -1,9 +1,8 @@
 // The bus: wires the catalog, pipeline, agent front and admin routes from a loaded config, connects the upstreams
-// (one shared connection each), rotates secrets live, and starts, drains and stops the whole. What each part does
-// lives in its own module: redaction and logging in observe/, the dashboard in dashboard/, catalog refresh in
-// catalog/refresher.ts.
+// (one shared connection each), applies a reloaded config live, and starts, drains and stops the whole. What each
+// part does lives in its own module: redaction and logging in observe/, the dashboard in dashboard/, catalog refresh
+// in catalog/refresher.ts, when to reload in config/live-reload.ts and what a reload changes in config/reload-plan.ts.
 import { randomBytes } from 'node:crypto';
-import { type FSWatcher, watch } from 'node:fs';
 import type { Logger } from 'pino';
 import { AgentTable } from './agents/agent-table.js';
 import { Authenticator } from './agents/authenticator.js';
@@ -14,7 +13,9 @@ import { aggregateDescription, type RpcDeps, upstreamDescription } from './agent
 import { type DirectoryUpstream, UpstreamDirectory } from './agents/upstream-directory.js';
 import { Catalog } from './catalog/catalog.js';
 import { CoalescedRefresh } from './catalog/refresher.js';
+import { LiveReload } from './config/live-reload.js';
 import { type LoadedConfig, loadConfig } from './config/load.js';
+import { planReload } from './config/reload-plan.js';
 import type { Config, UpstreamConfig } from './config/schema.js';
 import { adminRoutes } from './dashboard/routes.js';
 import { dashboardSnapshot } from './dashboard/snapshot.js';
@@ -44,26 +45,6 @@ export interface BusOptions {
   logStream?: NodeJS.WritableStream;
 }
 
-/** How an upstream is reached: a change here needs a new connection; anything else is policy, applied in place. */
-function reachOf(u: UpstreamConfig): string {
-  const {
-    tools,
-    rateLimit,
-    maxConcurrency,
-    timeoutMs,
-    progressExtendsUpTo,
-    trustAnnotations,
-    queueWaitMs,
-    maxQueuePerAgent,
-    leaseWaitMs,
-    circuitBreaker,
-    restart,
-    connectTimeoutMs,
-    ...reach
-  } = u;
-  return JSON.stringify(reach);
-}
-
 export class Bus {
   private loaded: LoadedConfig;
   readonly logger: Logger;
@@ -89,11 +70,8 @@ export class Bus {
   private toolLists = new Map<string, { tools: Record<string, unknown>[] }>();
   private readonly refreshers = new Map<string, CoalescedRefresh>();
   private seq = 0;
-  private watchers: FSWatcher[] = [];
-  private reloadTimer: NodeJS.Timeout | undefined;
-  private readonly onSighup = () => void this.reloadSecrets('SIGHUP');
-  private reloadChain: Promise<void> = Promise.resolve();
-  private retryReloadTimer: NodeJS.Timeout | undefined;
+  /** SIGHUP and secret-file changes, one reload at a time (config/live-reload.ts). */
+  private readonly live: LiveReload;
   /** Last resort: a rejection nothing handled is a bug, logged loudly, never a reason to stop serving every agent. */
   private readonly onUnhandled = (reason: unknown) =>
     this.logger.error({ err: reason }, 'unhandled rejection (a bug in toolbus; the process keeps serving)');
@@ -115,6 +93,11 @@ export class Bus {
       redact: (t) => this.redactor.redact(t),
       forward: opts.logStream ?? process.stderr,
       level: loaded.config.logging.level,
+    });
+    this.live = new LiveReload({
+      logger: this.logger,
+      files: () => this.loaded.secretFiles,
+      apply: (reason) => this.applyConfig(reason),
     });
   }
 
@@ -247,8 +230,7 @@ export class Bus {
         this.timeline.sampleQueue(r.name, q.queued, q.inFlight);
       }
     }, 1000).unref();
-    this.watchSecrets();
-    process.on('SIGHUP', this.onSighup);
+    this.live.start();
     process.on('unhandledRejection', this.onUnhandled);
   }
 
@@ -442,66 +424,34 @@ export class Bus {
     return { ...snap, version: toolbusVersion(), upstreams, timeline: this.timeline.view(names) };
   }
 
-  private watchSecrets(): void {
-    for (const w of this.watchers) w.close();
-    this.watchers = [];
-    for (const file of this.loaded.secretFiles) {
-      try {
-        // Editors and secret managers replace files (rename), so any event on the file triggers a (debounced) reload.
-        this.watchers.push(watch(file, () => this.scheduleReload()));
-      } catch (err) {
-        this.logger.warn({ err, file }, 'cannot watch secret file; send SIGHUP after rotating it');
-      }
-    }
-  }
-
-  private scheduleReload(): void {
-    clearTimeout(this.reloadTimer);
-    this.reloadTimer = setTimeout(() => this.reloadSecrets('file changed'), 100);
-  }
-
-  /**
-   * Re-reads the config and applies it, one reload at a time (a reload asked for while one runs waits its turn, so
-   * two can never race on an upstream). Returns when this reload is done.
-   */
-  reloadSecrets(reason: string): Promise<void> {
-    const run = this.reloadChain.then(() => this.reload(reason));
-    this.reloadChain = run.catch((err: unknown) => this.logger.error({ err }, 'config reload failed'));
-    return this.reloadChain;
-  }
-
   /**
    * One reload: everything that can change live does. Agents, auth, limits and tool policies apply at once; an
    * upstream added starts, one removed stops and its tools go; a change to how an upstream is reached (command,
    * args, env, cwd, url, headers, oauth, roots) replaces its connection blue/green; a policy-only change (tools,
    * caps, waits, timeouts, breaker) is applied in place and keeps the upstream process. `server` and `store` need a
    * restart and are reported. A new connection that fails to start keeps that upstream on its old config, and the
-   * reload is tried again later; a config that does not load keeps everything as it was.
+   * reload is tried again later; a config that does not load keeps everything as it was. True when something
+   * could not be applied (LiveReload tries again).
    */
-  private async reload(reason: string): Promise<void> {
-    if (!this.loaded.path || this.stopping) return;
-    clearTimeout(this.retryReloadTimer);
+  private async applyConfig(reason: string): Promise<boolean> {
+    if (!this.loaded.path || this.stopping) return false;
     let next: LoadedConfig;
     try {
       next = loadConfig(this.loaded.path);
     } catch (err) {
       this.logger.error({ err: (err as Error).message, reason }, 'config reload failed; keeping the running config');
-      return;
+      return false;
     }
     const prev = this.loaded;
-    const changes: string[] = [];
-    for (const key of ['server', 'store'] as const) {
-      if (JSON.stringify(prev.config[key]) !== JSON.stringify(next.config[key]))
-        changes.push(`${key} changed: takes effect after a restart`);
-    }
+    const plan = planReload(prev.config, next.config);
+    const changes: string[] = plan.notes.filter((n) => n.endsWith('after a restart'));
     const described = describeConfigChange(prev.config, next.config);
     this.redactor.add(next.secrets);
     const upstreams: Record<string, UpstreamConfig> = { ...next.config.upstreams };
     let failed = 0;
-    // Removed upstreams stop, and their tools go at once.
-    for (const name of [...this.runtimes.keys()]) {
-      if (Object.hasOwn(next.config.upstreams, name)) continue;
-      const unit = this.runtimes.get(name)!;
+    for (const name of plan.removed) {
+      const unit = this.runtimes.get(name);
+      if (!unit) continue;
       this.runtimes.delete(name);
       this.refreshers.get(name)?.stop();
       this.refreshers.delete(name);
@@ -510,36 +460,30 @@ export class Bus {
       void unit.close().catch(() => {});
       changes.push(`upstream ${name} removed`);
     }
-    for (const [name, ucfg] of Object.entries(next.config.upstreams)) {
+    for (const { name, action } of plan.upstreams) {
+      const ucfg = next.config.upstreams[name]!;
       const unit = this.runtimes.get(name);
-      const old = prev.config.upstreams[name];
-      if (!unit || !old) {
+      if (action === 'add' || !unit) {
         this.addUpstream(name, ucfg);
         void this.runtimes.get(name)!.start();
         changes.push(`upstream ${name} added`);
         continue;
       }
-      if (JSON.stringify(old) === JSON.stringify(ucfg)) continue;
-      if (reachOf(old) !== reachOf(ucfg)) {
+      if (action === 'reconnect') {
         try {
           await unit.reconfigure(ucfg);
           changes.push(`upstream ${name} reconnected (how it is reached changed)`);
         } catch (err) {
           failed++;
-          upstreams[name] = old;
+          upstreams[name] = prev.config.upstreams[name]!;
           this.logger.error({ err, upstream: name }, 'upstream did not take its new config; the old connection stays');
           continue;
         }
       }
       unit.retune(ucfg);
-      if (reachOf(old) === reachOf(ucfg)) changes.push(`upstream ${name} policy changed (process kept)`);
+      if (action === 'retune') changes.push(`upstream ${name} policy changed (process kept)`);
     }
-    const prevAgents = new Set(prev.config.agents.map((a) => a.id));
-    const nextAgents = new Set(next.config.agents.map((a) => a.id));
-    const added = [...nextAgents].filter((a) => !prevAgents.has(a));
-    const gone = [...prevAgents].filter((a) => !nextAgents.has(a));
-    if (added.length + gone.length > 0) changes.push(`agents +[${added.join(',')}] -[${gone.join(',')}]`);
-    if (JSON.stringify(prev.config.limits) !== JSON.stringify(next.config.limits)) changes.push('limits changed');
+    changes.push(...plan.notes.filter((n) => !n.endsWith('after a restart')));
     this.loaded = { ...next, config: Object.freeze({ ...next.config, upstreams: Object.freeze(upstreams) }) };
     this.agents.replace(next.config.agents);
     this.auth.replace(next.config.auth);
@@ -548,27 +492,19 @@ export class Bus {
     this.toolLists.clear();
     for (const r of this.refreshers.values()) r.request();
     this.front.broadcast('notifications/tools/list_changed');
-    this.watchSecrets();
     const nothing = changes.length === 0 && isNoChange(described);
     this.logger.info({ reason, ...described, changes }, nothing ? 'config reloaded: no change' : 'config reloaded');
-    if (failed > 0) {
-      // A failed rotation is tried again: the file already says what it should be.
-      this.retryReloadTimer = setTimeout(() => void this.reloadSecrets('retry after a failed upstream change'), 5000);
-      this.retryReloadTimer.unref();
-    }
+    return failed > 0;
   }
 
   /** Stops taking calls, lets in-flight calls finish (bounded), then closes upstreams and the store. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    process.off('SIGHUP', this.onSighup);
+    this.live.stop();
     process.off('unhandledRejection', this.onUnhandled);
     clearInterval(this.storeProbe);
     clearInterval(this.sampler);
-    clearTimeout(this.reloadTimer);
-    clearTimeout(this.retryReloadTimer);
-    for (const w of this.watchers) w.close();
     for (const r of this.refreshers.values()) r.stop();
     const inFlight = () => this.runner?.inFlight.size ?? 0;
     await this.front?.close(this.loaded.config.server.shutdownGraceMs, inFlight);
