@@ -162,10 +162,10 @@ export function idempotency(services: PipelineServices): Stage {
         await settleFailure(ctx, INPUT_REQUIRED, scope, fence, services);
         return result;
       }
-      // The answer goes back while the completion is committed, in the same turn of the event loop (the store's
-      // queue is ordered, so the agent's next call, on any key, comes after it). A call that joins meanwhile sees
-      // `dispatched` and is woken by the commit. Only a crash in the few microseconds between the two leaves the
-      // key `unknown` instead of `completed`: never a second write (docs/semantics.md, "answered, then recorded").
+      // The answer goes back while the completion is committed at the end of this turn of the event loop (on one
+      // replica the store's queue is ordered, so the agent's next call comes after it). A call that joins meanwhile
+      // sees `dispatched` and is woken by the commit. A crash before the commit leaves the key `unknown`, as for any
+      // outcome a crash lost (docs/semantics.md, "answered, then recorded").
       void store
         .finishWrite({
           scope,
