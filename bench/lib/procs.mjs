@@ -77,11 +77,14 @@ function runChild(script, opts) {
 
 export const runLoad = (opts) => runChild(join(ROOT, 'bench/lib/loadgen.mjs'), opts);
 
+/** Clock ticks per second of /proc/<pid>/stat's times. */
+let clockTicks;
 /** CPU time (user + system, ms) a process has used so far, from /proc. */
 function cpuMs(pid) {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks;
   } catch {
     return 0;
   }
@@ -102,8 +105,12 @@ export async function runLoadWithCpu(opts, servers) {
   child.stdout.on('data', (d) => {
     out += d;
   });
-  const exited = new Promise((resolve, reject) => {
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`load generator exited ${code}`))));
+  let failed;
+  const exited = new Promise((resolve) => {
+    child.once('exit', (code) => {
+      if (code !== 0) failed = new Error(`load generator exited ${code}`);
+      resolve();
+    });
   });
   const sample = () => ({
     loadgen: cpuMs(child.pid),
@@ -116,8 +123,11 @@ export async function runLoadWithCpu(opts, servers) {
   const to = sample();
   const window = performance.now() - started;
   await exited;
+  if (failed) throw failed;
   const result = JSON.parse(out.trim().split('\n').at(-1));
   const cores = (k) => (to[k] - from[k]) / window;
+  // Calls in the CPU window: the load generator's rate (its own window, the same length, in the same steady load).
+  const calls = (result.rps * window) / 1000;
   return {
     ...result,
     cpu: {
@@ -125,7 +135,7 @@ export async function runLoadWithCpu(opts, servers) {
       servers: Object.fromEntries(
         Object.keys(servers).map((k) => [
           k,
-          { cores: cores(k), usPerCall: result.calls ? ((to[k] - from[k]) * 1000) / result.calls : null },
+          { cores: cores(k), usPerCall: calls > 0 ? ((to[k] - from[k]) * 1000) / calls : null },
         ]),
       ),
     },

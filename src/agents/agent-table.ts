@@ -4,7 +4,8 @@
 // A keep-alive connection sends the same Authorization header on every request: the header that matched last is
 // remembered on that connection (and only there, for as long as it is open), so the token is hashed once per
 // connection instead of once per request (a cold SHA-256 was about 10 µs of a 1-agent call). A replaced table
-// forgets every connection's match.
+// forgets every connection's match. Only agents whose plaintext token is in the config are remembered: an agent
+// configured by `tokenSha256` keeps its plaintext out of the process's memory, so its token is hashed every time.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { toolMatcher } from '../catalog/catalog.js';
 import type { AgentConfig } from '../config/schema.js';
@@ -13,6 +14,8 @@ import type { AgentIdentity } from '../pipeline/context.js';
 interface Entry {
   digest: Buffer;
   identity: AgentIdentity;
+  /** The config holds the plaintext token (not only its digest): a connection may remember the header. */
+  memo: boolean;
 }
 
 function digestOf(token: string): Buffer {
@@ -37,6 +40,7 @@ export class AgentTable {
   replace(agents: readonly AgentConfig[]): void {
     this.entries = agents.map((a) => ({
       digest: a.tokenSha256 ? Buffer.from(a.tokenSha256, 'hex') : digestOf(a.token!),
+      memo: !a.tokenSha256,
       identity: { id: a.id, tenant: a.tenant, weight: a.weight, allows: toolMatcher(a.tools) },
     }));
   }
@@ -62,9 +66,10 @@ export class AgentTable {
     const last = connection && this.matched.get(connection);
     if (last && last.header === header && last.entries === this.entries) return last.identity;
     const digest = digestOf(header.slice(7).trim());
-    let found: AgentIdentity | null = null;
-    for (const e of this.entries) if (timingSafeEqual(e.digest, digest) && !found) found = e.identity;
-    if (found && connection) this.matched.set(connection, { header, identity: found, entries: this.entries });
-    return found;
+    let found: Entry | null = null;
+    for (const e of this.entries) if (timingSafeEqual(e.digest, digest) && !found) found = e;
+    if (found?.memo && connection)
+      this.matched.set(connection, { header, identity: found.identity, entries: this.entries });
+    return found?.identity ?? null;
   }
 }

@@ -2,6 +2,7 @@
 // upstream process kept, an upstream removed is gone, one added appears, limits and agents apply at once, and a
 // config that does not load changes nothing.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
@@ -135,7 +136,12 @@ describe('live reload', () => {
     await reload(
       config({
         tickets: true,
-        agents: '  - { id: a, token: "reload-token-a" }\n  - { id: c, token: "reload-token-c", tools: ["lab__echo"] }',
+        agents: [
+          '  - { id: a, token: "reload-token-a" }',
+          '  - { id: c, token: "reload-token-c", tools: ["lab__echo"] }',
+          // Configured by digest only: never remembered on a connection, checked by its digest every time.
+          `  - { id: d, tokenSha256: "${createHash('sha256').update('reload-token-d').digest('hex')}", tools: ["lab__echo"] }`,
+        ].join('\n'),
       }),
       /config reloaded/,
     );
@@ -185,6 +191,9 @@ describe('live reload', () => {
       assert.equal(category(await call('reload-token-c', 'lab__whoami')), 'auth');
       assert.equal(category(await call('reload-token-c', 'lab__echo')), undefined);
       assert.equal(category(await call('reload-token-a', 'lab__whoami')), undefined);
+      assert.equal(category(await call('reload-token-d', 'lab__whoami')), 'auth');
+      assert.equal(category(await call('reload-token-d', 'lab__echo')), undefined);
+      assert.equal(category(await call('reload-token-a', 'lab__whoami')), undefined);
       await reload(
         config({ tickets: true, agents: '  - { id: c, token: "reload-token-c", tools: ["lab__echo"] }' }),
         /config reloaded/,
@@ -194,6 +203,7 @@ describe('live reload', () => {
         401,
         'a token removed by the reload is refused',
       );
+      assert.equal((await call('reload-token-d', 'lab__echo')).status, 401, 'so is one known by its digest');
       assert.equal(ports.size, 1, 'every request went over one connection');
     } finally {
       keep.destroy();
