@@ -45,6 +45,36 @@ export function startProcess(command, args, ready, opts = {}) {
   });
 }
 
+/**
+ * A bus on the given store (memory, sqlite in a temp dir, or redis on 127.0.0.1:6379 under its own prefix) in front of
+ * the echo upstream, with `echo` as a read and `counter_incr` as a keyed, leased write; agent token bench-token-0001.
+ * For the tools in bench/tools/.
+ */
+export function startEchoBus(storeKind) {
+  const dir = tempDir();
+  const store =
+    storeKind === 'sqlite'
+      ? `{ kind: sqlite, path: ${join(dir, 'bench.db')} }`
+      : storeKind === 'redis'
+        ? `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "bench-${process.pid}-${Date.now()}:" }`
+        : '{ kind: memory }';
+  return startBus(
+    `store: ${store}
+logging: { level: warn }
+agents: [{ id: a, token: "bench-token-0001" }]
+upstreams:
+  echo:
+    command: ${process.execPath}
+    args: [${ECHO}]
+    maxConcurrency: 256
+    tools:
+      echo: { kind: read }
+      counter_incr: { kind: write, idempotency: required, lease: ["c:{/entity}"] }
+`,
+    dir,
+  );
+}
+
 export async function startBus(yaml, dir = tempDir()) {
   const file = join(dir, `bench-${Date.now()}-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, yaml);

@@ -2,32 +2,13 @@
 // functions with the most self time. The profile is written to /tmp/toolbus-prof.
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ECHO, runLoad, startBus, tempDir } from '../lib/procs.mjs';
+import { runLoad, startEchoBus } from '../lib/procs.mjs';
 
 const [storeKind = 'sqlite', what = 'write', sessions = '16'] = process.argv.slice(2);
 const out = '/tmp/toolbus-prof';
 rmSync(out, { recursive: true, force: true });
 process.env.BENCH_BUS_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${out}`;
-const dir = tempDir();
-const store =
-  storeKind === 'redis'
-    ? `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "prof-${process.pid}:" }`
-    : `{ kind: sqlite, path: ${join(dir, 'p.db')} }`;
-const bus = await startBus(
-  `store: ${store}
-logging: { level: warn }
-agents: [{ id: a, token: "bench-token-0001" }]
-upstreams:
-  echo:
-    command: ${process.execPath}
-    args: [${ECHO}]
-    maxConcurrency: 256
-    tools:
-      echo: { kind: read }
-      counter_incr: { kind: write, idempotency: required, lease: ["c:{/entity}"] }
-`,
-  dir,
-);
+const bus = await startEchoBus(storeKind);
 const r = runLoad({
   url: bus.url,
   tokens: ['bench-token-0001'],

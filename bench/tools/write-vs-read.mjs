@@ -2,33 +2,11 @@
 // same upstream tool exposed as a read and as a keyed, leased write, three alternating 2 s slices of each, and the
 // medians: p50 and calls/s of both and their ratios. For trying a change in minutes; `npm run bench` (safety) is
 // the figure of record.
-import { join } from 'node:path';
-import { ECHO, runLoad, startBus, tempDir } from '../lib/procs.mjs';
+import { runLoad, startEchoBus } from '../lib/procs.mjs';
 
 const [kind = 'sqlite', sessionsArg = '1'] = process.argv.slice(2);
 const sessions = Number(sessionsArg);
-const dir = tempDir();
-const store =
-  kind === 'sqlite'
-    ? `{ kind: sqlite, path: ${join(dir, 'ab.db')} }`
-    : kind === 'redis'
-      ? `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "ab-${process.pid}:" }`
-      : '{ kind: memory }';
-const bus = await startBus(
-  `store: ${store}
-logging: { level: warn }
-agents: [{ id: a, token: "bench-token-0001" }]
-upstreams:
-  echo:
-    command: ${process.execPath}
-    args: [${ECHO}]
-    maxConcurrency: 256
-    tools:
-      echo: { kind: read }
-      counter_incr: { kind: write, idempotency: required, lease: ["c:{/entity}"] }
-`,
-  dir,
-);
+const bus = await startEchoBus(kind);
 const base = { url: bus.url, tokens: ['bench-token-0001'], sessions, warmupMs: 500, durationMs: 2000, stateful: true };
 const reads = [];
 const writes = [];
