@@ -162,11 +162,10 @@ export function idempotency(services: PipelineServices): Stage {
         await settleFailure(ctx, INPUT_REQUIRED, scope, fence, services);
         return result;
       }
-      // The answer goes back while the completion is committed at the end of this turn of the event loop (on one
-      // replica the store's queue is ordered, so the agent's next call comes after it). A call that joins meanwhile
-      // sees `dispatched` and is woken by the commit. A crash before the commit leaves the key `unknown`, as for any
-      // outcome a crash lost (docs/semantics.md, "answered, then recorded").
-      void store
+      // Recorded before it is answered: an agent that has its answer and retries after a crash gets it replayed
+      // (test/integration/crash.test.ts). Answering first was measured 0.1 ms faster per write and broke exactly
+      // that under load (docs/performance.md, third pass).
+      const stored = await store
         .finishWrite({
           scope,
           owner: ctx.owner,
@@ -175,13 +174,11 @@ export function idempotency(services: PipelineServices): Stage {
           ttlMs: cfg.ttlMs,
           grants: ctx.prepared?.grants ?? [],
         })
-        .then(
-          (stored) => {
-            if (!stored)
-              services.logger.warn({ tool: tool.name }, 'completed key was not recorded (claim no longer ours)');
-          },
-          (err: unknown) => services.logger.error({ err, tool: tool.name }, 'could not record a completed key'),
-        );
+        .catch((err: unknown) => {
+          services.logger.error({ err, tool: tool.name }, 'could not record a completed key');
+          return false;
+        });
+      if (!stored) services.logger.warn({ tool: tool.name }, 'completed key was not recorded (claim no longer ours)');
       return result;
     } catch (err) {
       await settleFailure(ctx, err, scope, fence, services);
