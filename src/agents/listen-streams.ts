@@ -32,7 +32,7 @@ const LISTEN_FILTER: Record<string, string> = {
 
 export interface ListenStreamsOptions {
   /** The resource subscription fan-out, shared with the 2025 sessions. */
-  subscriptions: SubscriptionTable<Listener | object>;
+  subscriptions: Pick<SubscriptionTable<Listener>, 'subscribe' | 'dropSession'>;
   /** Which upstream serves a URI the agent named on this endpoint (upstream-directory.ts); throws RpcError if none. */
   locate: (agent: AgentIdentity, uri: string, endpoint: string | undefined) => { upstream: string; uri: string };
   redact: (text: string) => string;

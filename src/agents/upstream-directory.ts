@@ -106,6 +106,9 @@ export function createdTaskId(result: Record<string, unknown>): string | undefin
   return result.resultType === 'task' && typeof result.taskId === 'string' ? result.taskId : undefined;
 }
 
+/** The key of a task in `taskOwners`: its upstream and its id there. */
+const taskKey = (upstream: string, taskId: string) => `${upstream}\u0000${taskId}`;
+
 export class UpstreamDirectory {
   /** `{upstream}\u0000{task id}` → the agent whose call created it. */
   private readonly taskOwners = new Map<string, string>();
@@ -114,7 +117,7 @@ export class UpstreamDirectory {
 
   /** Remembers who created a task, so that no other agent can read, answer or cancel it here. */
   noteTask(agent: AgentIdentity, upstream: string, taskId: string): void {
-    const key = `${upstream}\u0000${taskId}`;
+    const key = taskKey(upstream, taskId);
     // A replay of the key (another agent of the same tenant may replay it) does not take the task from its creator.
     if (this.taskOwners.has(key)) return;
     this.taskOwners.set(key, agent.id);
@@ -156,12 +159,12 @@ export class UpstreamDirectory {
       // Only tasks this agent created here are listed: a list would otherwise hand out the ids that make the others'
       // tasks reachable.
       (up, t) =>
-        this.find(up)?.usableBy(agent) === true && this.taskOwners.get(`${up}\u0000${String(t.taskId)}`) === agent.id,
+        this.find(up)?.usableBy(agent) === true && this.taskOwners.get(taskKey(up, String(t.taskId))) === agent.id,
     );
   }
 
   private mayTouchTask(agent: AgentIdentity, upstream: string, taskId: string): boolean {
-    const owner = this.taskOwners.get(`${upstream}\u0000${taskId}`);
+    const owner = this.taskOwners.get(taskKey(upstream, taskId));
     return owner === undefined || owner === agent.id;
   }
 
