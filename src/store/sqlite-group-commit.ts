@@ -1,15 +1,13 @@
 // Group commit for the SQLite store: write operations issued in the same turn of the event loop (16 writers whose
-// requests arrived together) run in one transaction and are answered after the one COMMIT. A commit is the dearest
-// part of a write (WAL frames for every page touched, and now and then a checkpoint); a lone writer pays one
-// setImmediate for it, a busy bus commits once per turn instead of once per call. Nothing is answered before it is
-// committed, so `dispatched` is still on disk before the first byte goes upstream.
+// requests arrived together) run as steps of the redo journal and are journaled in one line, with one write(2),
+// and answered after it. A lone writer pays one setImmediate for it; a busy bus appends once per turn instead of
+// once per call. Nothing is answered before its line is written, so `dispatched` is durable before the first byte
+// goes upstream.
 //
-// The operations of a batch share the transaction without savepoints of their own (two statements per operation,
-// a sixth of the store's time in profiles). If one throws, the whole batch is rolled back and each operation is run
-// again alone, in its own transaction, so one bad operation fails alone. That is safe because an operation reads
-// what it needs when it runs, and the rollback undid everything the batch wrote; what an operation does outside the
-// database (handing a released lease to a waiter) happens after the commit (LocalLeases.release).
-import type Database from 'better-sqlite3';
+// An operation that throws has its own changes undone and fails alone; the others of the batch go on. If the append
+// fails, every operation of the batch is undone and fails with that error. What an operation does outside the
+// store's rows (handing a released lease to a waiter) happens after the append (LocalLeases.release).
+import type { JournaledRows } from './sqlite-journal.js';
 
 interface Pending {
   run: () => unknown;
@@ -19,17 +17,12 @@ interface Pending {
 
 export class GroupCommit {
   private queue: Pending[] = [];
-  private readonly batch: (ops: Pending[]) => unknown[];
-  private readonly alone: (op: Pending) => unknown;
 
   constructor(
-    db: Database.Database,
+    private readonly rows: JournaledRows,
     /** Maps an unusable file to StoreUnavailable (SqliteStore.guard). */
     private readonly guard: <T>(fn: () => T) => T,
-  ) {
-    this.batch = db.transaction((ops: Pending[]) => ops.map((op) => op.run()));
-    this.alone = db.transaction((op: Pending) => op.run());
-  }
+  ) {}
 
   run<T>(op: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -38,30 +31,30 @@ export class GroupCommit {
     });
   }
 
-  /** Runs and commits whatever is queued (also called before the store closes). */
+  /** Runs and journals whatever is queued (also called before the store closes). */
   readonly flush = (): void => {
     const ops = this.queue;
     if (ops.length === 0) return;
     this.queue = [];
-    let results: unknown[];
+    const results: unknown[] = new Array(ops.length);
+    const failed: boolean[] = new Array(ops.length).fill(false);
+    for (let i = 0; i < ops.length; i++) {
+      try {
+        results[i] = this.guard(() => this.rows.step(ops[i]!.run));
+      } catch (err) {
+        results[i] = err;
+        failed[i] = true;
+      }
+    }
     try {
-      results = this.guard(() => this.batch(ops));
+      this.guard(() => this.rows.commit());
     } catch (err) {
-      if (ops.length === 1) ops[0]!.reject(err);
-      else for (const op of ops) this.runAlone(op);
+      for (let i = 0; i < ops.length; i++) ops[i]!.reject(failed[i] ? results[i] : err);
       return;
     }
-    for (let i = 0; i < ops.length; i++) ops[i]!.resolve(results[i]);
+    for (let i = 0; i < ops.length; i++) {
+      if (failed[i]) ops[i]!.reject(results[i]);
+      else ops[i]!.resolve(results[i]);
+    }
   };
-
-  private runAlone(op: Pending): void {
-    let value: unknown;
-    try {
-      value = this.guard(() => this.alone(op));
-    } catch (err) {
-      op.reject(err);
-      return;
-    }
-    op.resolve(value);
-  }
 }

@@ -2,12 +2,14 @@
 //
 // Durability: WAL with synchronous=NORMAL. Every committed transaction is in the WAL before the call returns, so a
 // killed process (kill -9, OOM, crash) loses nothing; only a power loss or OS crash may lose the last transactions
-// before a checkpoint, which is the price of not fsyncing every call.
+// before a checkpoint, which is the price of not fsyncing every call. Key rows, lease rows and the fencing-token
+// ceiling change through the redo journal PATH.redo first (sqlite-journal.ts), with the same promise, and reach the
+// tables in batches; a restart replays the journal before anything else.
 //
 // better-sqlite3 is synchronous, and this process is the only writer, so each operation below (a read, the rules of
-// key-rules.ts / gcra.ts, a write) runs to completion without interleaving; the multi-statement ones run in a
-// transaction so that the file never holds half of one. Waiting (joins, lease queues) happens in this process.
-// Lease rows and the fencing-token counter are tables, so a restart keeps tokens monotonic.
+// key-rules.ts / gcra.ts, a write) runs to completion without interleaving; a multi-row one is one journal step, so
+// neither the journal nor the file ever holds half of one. Waiting (joins, lease queues) happens in this process.
+// Lease rows and the fencing-token counter are kept, so a restart keeps tokens monotonic.
 
 import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -42,6 +44,7 @@ import { beginWriteLocally, finishWriteLocally, type KeyRows } from './local-wri
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
 import { GroupCommit } from './sqlite-group-commit.js';
+import { type BackingRows, JournaledRows, type JournalOp, replayJournal } from './sqlite-journal.js';
 import { SqliteVault } from './vault-sqlite.js';
 
 const SWEEP_EVERY_MS = 60_000;
@@ -206,7 +209,7 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
       db.close();
       throw new Error(`${path} holds no toolbus state (table audit_v1)`);
     }
-    return new SqliteStore(db, undefined);
+    return new SqliteStore(db, undefined, new JournaledRows(undefined, backingRows(db)));
   }
   mkdirSync(dirname(path), { recursive: true });
   const unlock = takeFileLock(path);
@@ -222,11 +225,44 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
       n: number;
     };
     if (v1.n > 0) db.transaction(() => db.exec(MIGRATE_V1))();
-    return new SqliteStore(db, unlock);
+    const backing = backingRows(db);
+    replayJournal(journalPath(path), backing);
+    return new SqliteStore(db, unlock, new JournaledRows(journalPath(path), backing));
   } catch (err) {
     unlock();
     throw err;
   }
+}
+
+function journalPath(dbPath: string): string {
+  return `${dbPath}.redo`;
+}
+
+/** The key, lease and counter tables as the journal's overlay sees them. */
+function backingRows(db: Database.Database): BackingRows {
+  const q = prepareStatements(db);
+  const apply = db.transaction((ops: JournalOp[]) => {
+    for (const op of ops) {
+      if (op[0] === 't') q.putTokenCeiling.run(op[1]);
+      else if (op[0] === 'k') {
+        const [, scope, r] = op;
+        if (r === null) q.deleteKey.run(scope);
+        else
+          q.putKey.run(scope, r.state, r.fingerprint, r.owner, r.fence, r.result ?? null, r.expiresAt, r.unknownTtlMs);
+      } else {
+        const [, scope, r] = op;
+        if (r === null) q.deleteLease.run(scope);
+        else q.putLease.run(scope, r.holder, r.token, r.expiresAt);
+      }
+    }
+  });
+  return {
+    getKey: (scope) => toStored(q.getKey.get(scope)),
+    getLease: (scope) => q.getLease.get(scope),
+    allLeases: () => q.allLeases.all().map(({ scope, ...row }) => [scope, row] as [string, LeaseRow]),
+    tokenCeiling: () => q.getTokenCeiling.get()?.value ?? 0,
+    apply,
+  };
 }
 
 export class SqliteStore extends KeyTransitions implements StateStore {
@@ -240,22 +276,12 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   private closed = false;
   private readonly signals = new ScopeSignals();
   private readonly leases: LocalLeases;
-  /** The last fencing token handed out, and the ceiling known to be stored (tokens are reserved in blocks). */
+  /** The last fencing token handed out (tokens are reserved in blocks up to rows.tokenCeiling). */
   private lastToken = 0;
-  private tokenCeiling = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
   private readonly q: ReturnType<typeof prepareStatements>;
   /** Device and inode of the file opened, for the ping's check that it is still there. */
   private readonly fileId: string | undefined;
-  private readonly claimTx: (req: ClaimRequest, now: number) => ClaimOutcome;
-  private readonly transitionTx: (
-    scope: string,
-    owner: string,
-    fence: number,
-    t: KeyTransition,
-    now: number,
-  ) => boolean;
-  private readonly grantTx: (scope: string, holder: string, expiresAt: number) => number;
   private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
   private readonly settleTx: (unknownTtlMs: number, now: number) => { released: number; unknown: number };
   private readonly keyRows: KeyRows;
@@ -270,44 +296,15 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   constructor(
     private readonly db: Database.Database,
     private readonly unlock: (() => void) | undefined,
+    /** Key rows, lease rows and the token ceiling: SQLite's, behind the redo journal's overlay. */
+    private readonly rows: JournaledRows,
   ) {
     super();
     this.fileId = unlock && db.name !== ':memory:' ? fileIdentity(db.name) : undefined;
     this.q = prepareStatements(db);
     const q = this.q;
-    const putKey = (scope: string, r: StoredKey) =>
-      q.putKey.run(scope, r.state, r.fingerprint, r.owner, r.fence, r.result ?? null, r.expiresAt, r.unknownTtlMs);
-
-    this.claimTx = db.transaction((req: ClaimRequest, now: number) => {
-      const { outcome, write } = decideClaim(toStored(q.getKey.get(req.scope)), req, now);
-      if (write) putKey(req.scope, write);
-      return outcome;
-    });
-    this.transitionTx = db.transaction((scope: string, owner: string, fence: number, t: KeyTransition, now: number) => {
-      const next = applyTransition(toStored(q.getKey.get(scope)), owner, fence, t, now);
-      if (next === null) return false;
-      if (next === 'delete') q.deleteKey.run(scope);
-      else putKey(scope, next);
-      return true;
-    });
     // Tokens up to the stored ceiling may have been handed out; a new incarnation starts above it.
-    this.lastToken = q.getTokenCeiling.get()?.value ?? 0;
-    this.tokenCeiling = this.lastToken;
-    const grant = (scope: string, holder: string, expiresAt: number) => {
-      const token = this.lastToken + 1;
-      if (token > this.tokenCeiling) {
-        // Written in the same transaction as the lease row, so no token is handed out above the stored ceiling.
-        q.putTokenCeiling.run(token + TOKEN_BLOCK - 1);
-        this.tokenCeiling = token + TOKEN_BLOCK - 1;
-      }
-      q.putLease.run(scope, holder, token, expiresAt);
-      this.lastToken = token;
-      return token;
-    };
-    // Inside beginWrite's transaction a grant needs no savepoint of its own.
-    const grantTx = db.transaction(grant);
-    this.grantTx = (scope, holder, expiresAt) =>
-      db.inTransaction ? grant(scope, holder, expiresAt) : grantTx(scope, holder, expiresAt);
+    this.lastToken = rows.tokenCeiling;
     this.takeTx = db.transaction((bucket: string, perSecond: number, burst: number, now: number) => {
       const { result, next } = takeFromBucket(q.getBucket.get(bucket), now, perSecond, burst);
       if (next) q.putBucket.run(bucket, next.tat, next.pausedUntil);
@@ -323,20 +320,28 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       return { released, unknown };
     });
 
-    this.keyRows = { get: (scope) => toStored(q.getKey.get(scope)), put: putKey };
+    this.keyRows = { get: (scope) => rows.getKey(scope), put: (scope, row) => rows.putKey(scope, row) };
     // Claim + leases + dispatch in one step, complete + release in another, and the steps of concurrent writes in
-    // one transaction per turn of the event loop: each commit costs a WAL append.
-    this.group = new GroupCommit(db, (fn) => this.guard(fn));
+    // one journal line per turn of the event loop.
+    this.group = new GroupCommit(rows, (fn) => this.guard(fn));
     this.auditTx = db.transaction((entries: AuditEntry[]) => {
       for (const e of entries) q.appendAudit.run(e.at, e.tool, JSON.stringify(e));
     });
 
+    const grant = (scope: string, holder: string, expiresAt: number) => {
+      const token = this.lastToken + 1;
+      // In the same step as the lease row, so no token is handed out above the stored ceiling.
+      if (token > rows.tokenCeiling) rows.setTokenCeiling(token + TOKEN_BLOCK - 1);
+      rows.putLease(scope, { holder, token, expiresAt });
+      this.lastToken = token;
+      return token;
+    };
     this.leases = new LocalLeases({
-      get: (scope) => this.guard(() => q.getLease.get(scope)),
-      grant: (scope, holder, expiresAt) => this.guard(() => this.grantTx(scope, holder, expiresAt)),
-      put: (scope, row) => this.guard(() => q.putLease.run(scope, row.holder, row.token, row.expiresAt)),
-      remove: (scope) => this.guard(() => q.deleteLease.run(scope)),
-      all: () => this.guard(() => q.allLeases.all().map(({ scope, ...row }) => [scope, row] as [string, LeaseRow])),
+      get: (scope) => this.guard(() => rows.getLease(scope)),
+      grant: (scope, holder, expiresAt) => this.guard(() => rows.atomically(() => grant(scope, holder, expiresAt))),
+      put: (scope, row) => this.guard(() => rows.atomically(() => rows.putLease(scope, row))),
+      remove: (scope) => this.guard(() => rows.atomically(() => rows.putLease(scope, null))),
+      all: () => this.guard(() => rows.allLeases()),
     });
     if (unlock) {
       this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS);
@@ -345,7 +350,13 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   }
 
   async claimKey(req: ClaimRequest): Promise<ClaimOutcome> {
-    return this.guard(() => this.claimTx(req, Date.now()));
+    return this.guard(() =>
+      this.rows.atomically(() => {
+        const { outcome, write } = decideClaim(this.rows.getKey(req.scope), req, Date.now());
+        if (write) this.rows.putKey(req.scope, write);
+        return outcome;
+      }),
+    );
   }
 
   beginWrite(req: BeginWriteRequest): Promise<BeginWriteOutcome> {
@@ -361,7 +372,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   }
 
   async getKey(scope: string): Promise<KeyRecord | null> {
-    return this.guard(() => viewKey(toStored(this.q.getKey.get(scope)), Date.now()));
+    return this.guard(() => viewKey(this.rows.getKey(scope), Date.now()));
   }
 
   waitForKey(scope: string, timeoutMs: number, signal?: AbortSignal): Promise<KeyRecord | null> {
@@ -373,7 +384,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       read: async () =>
         this.guard(() => {
           const now = Date.now();
-          return { record: viewKey(toStored(this.q.getKey.get(scope)), now), now };
+          return { record: viewKey(this.rows.getKey(scope), now), now };
         }),
     });
   }
@@ -472,6 +483,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
    */
   async ping(): Promise<void> {
     this.guard(() => this.q.ping.get());
+    const drainError = this.rows.drainError;
+    if (drainError) throw new StoreUnavailable(`the state file cannot be written: ${drainError.message}`);
     if (this.fileId === undefined) return;
     let now: string | undefined;
     try {
@@ -485,7 +498,10 @@ export class SqliteStore extends KeyTransitions implements StateStore {
 
   async settleAbandoned(unknownTtlMs: number): Promise<{ released: number; unknown: number }> {
     if (!this.unlock) return { released: 0, unknown: 0 };
-    return this.guard(() => this.settleTx(unknownTtlMs, Date.now()));
+    return this.guard(() => {
+      this.rows.drain(); // the statements below run on the tables
+      return this.settleTx(unknownTtlMs, Date.now());
+    });
   }
 
   async close(): Promise<void> {
@@ -497,6 +513,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     this.leases.close(closedError());
     this.signals.notifyAll();
     try {
+      this.rows.close();
       this.db.close();
     } finally {
       this.unlock?.();
@@ -504,7 +521,14 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   }
 
   protected override transition(scope: string, owner: string, fence: number, t: KeyTransition): boolean {
-    const done = this.guard(() => this.transitionTx(scope, owner, fence, t, Date.now()));
+    const done = this.guard(() =>
+      this.rows.atomically(() => {
+        const next = applyTransition(this.rows.getKey(scope), owner, fence, t, Date.now());
+        if (next === null) return false;
+        this.rows.putKey(scope, next === 'delete' ? null : next);
+        return true;
+      }),
+    );
     if (done && settles(t)) this.signals.notify(scope);
     return done;
   }
@@ -513,6 +537,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     if (this.closed) return;
     const now = Date.now();
     try {
+      this.rows.drain(); // the sweeps below run on the tables
       this.q.sweepKeys.run({ now, linger: CLAIM_LINGER_MS, limit: SWEEP_BATCH });
       this.q.sweepLeases.run(now);
       this.q.sweepBuckets.run(now - BUCKET_IDLE_MS);
@@ -532,10 +557,12 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     try {
       return fn();
     } catch (err) {
-      // A transaction that failed may have rolled back a new ceiling: store it again with the next grant.
-      this.tokenCeiling = Math.min(this.tokenCeiling, this.lastToken);
       if (err instanceof Database.SqliteError && UNAVAILABLE.test(err.code)) {
         throw new StoreUnavailable(`SQLite state file unusable: ${err.code} ${err.message}`, { cause: err });
+      }
+      // The journal could not be appended to (disk full, I/O error).
+      if (err instanceof Error && 'syscall' in err) {
+        throw new StoreUnavailable(`SQLite state journal unusable: ${err.message}`, { cause: err });
       }
       throw err;
     }

@@ -156,6 +156,97 @@ setInterval(() => {}, 1000);
     }
   });
 
+  it('a kill -9 while changes sit in the redo journal loses none of them: the next open replays it', T, async () => {
+    const path = dbPath();
+    const script = join(dir, `journal-writer-${randomUUID()}.mts`);
+    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
+    // Writes without pause, so the kill lands while the newest changes are only in the journal (it is drained to
+    // the tables every 100 ms). A key is reported only once its write has returned.
+    writeFileSync(
+      script,
+      `import { createStore } from ${JSON.stringify(storeModule)};
+const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
+for (let i = 0; ; i++) {
+  const begun = await store.beginWrite({ scope: 'k-' + i, fingerprint: 'fp', owner: 'child:' + i, claimTtlMs: 60000,
+    retryUnknown: false, leases: ['s-' + i], leaseTtlMs: 60000, dispatch: true });
+  await store.finishWrite({ scope: 'k-' + i, owner: 'child:' + i, fence: 1, result: '{"i":' + i + '}', ttlMs: 60000,
+    grants: begun.grants ?? [] });
+  await store.beginWrite({ scope: 'open-' + i, fingerprint: 'fp', owner: 'child:' + i, claimTtlMs: 60000,
+    retryUnknown: false, leases: ['held-' + i], leaseTtlMs: 60000, dispatch: true });
+  process.stdout.write('done ' + i + '\\n');
+}
+`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    try {
+      await waitForLine(child, 'done 300\n', 10_000);
+    } finally {
+      child.kill('SIGKILL');
+      await exited(child);
+    }
+    const last = Math.max(...[...out.matchAll(/done (\d+)\n/g)].map((m) => Number(m[1])));
+    assert.ok(readFileSync(`${path}.redo`).length > 0, 'the kill left changes in the journal');
+
+    const store = await open(path);
+    try {
+      assert.equal(readFileSync(`${path}.redo`).length, 0, 'the journal was replayed and emptied at open');
+      for (const i of [0, Math.floor(last / 2), last]) {
+        assert.equal((await store.getKey(`k-${i}`))?.result, `{"i":${i}}`, `key ${i} of ${last}`);
+        assert.equal((await store.getKey(`open-${i}`))?.state, 'dispatched', `open write ${i} of ${last}`);
+      }
+      const held = new Set((await store.listLeases()).map((l) => l.scope));
+      assert.ok(held.has(`held-${last}`) && held.has('held-0'), 'leases of writes in flight are still held');
+      assert.ok(!held.has(`s-${last}`), 'a released lease stays released');
+      // Every lease the child was granted came below the stored ceiling: a new grant is above all of them.
+      const g = await store.acquireLease('after-restart', 'me', { ttlMs: 1000, waitMs: 0 });
+      const tokens = (await store.listLeases()).filter((l) => l.scope !== 'after-restart').map((l) => l.token);
+      assert.ok(
+        tokens.every((t) => t < g.token),
+        `token ${g.token} after ${Math.max(...tokens)}`,
+      );
+    } finally {
+      await store.close();
+    }
+    assert.equal(existsSync(`${path}.redo`), false, 'a clean close leaves no journal');
+  });
+
+  it('a journal line cut short (a power loss) ends the replay; the lines before it count', T, async () => {
+    const path = dbPath();
+    const far = Date.now() + 60_000;
+    const row = (result: string) => ({
+      state: 'completed',
+      fingerprint: 'fp',
+      owner: 'o',
+      fence: 1,
+      result,
+      expiresAt: far,
+      unknownTtlMs: 1000,
+    });
+    mkdirSync(dirname(path), { recursive: true });
+    const whole = JSON.stringify([
+      ['k', 'kept', row('{"a":1}')],
+      ['l', 'scope-kept', { holder: 'o', token: 7, expiresAt: far }],
+    ]);
+    const second = JSON.stringify([['k', 'kept', row('{"a":2}')]]);
+    const torn = JSON.stringify([['k', 'lost', row('{"b":1}')]]).slice(0, 30);
+    writeFileSync(`${path}.redo`, `${whole}\n${second}\n${torn}`);
+    const store = await open(path);
+    try {
+      assert.equal((await store.getKey('kept'))?.result, '{"a":2}', 'later lines win');
+      assert.equal(await store.getKey('lost'), null);
+      assert.deepEqual(
+        (await store.listLeases()).map((l) => [l.scope, l.token]),
+        [['scope-kept', 7]],
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
   it('settles the previous run at start: claims deleted, dispatches unknown with the given TTL', T, async () => {
     const path = dbPath();
     const store = await open(path);
