@@ -6,7 +6,8 @@
 // page-write syscalls and a checksum over each 4 KiB page, several times the cost of the rest of the write (see
 // docs/performance.md, "Fourth pass"). Here a step is one line appended to PATH.redo instead (one write(2) of a few
 // hundred bytes), and the rows it changed stay in memory, in an overlay that reads consult before SQLite, until a
-// drain writes the overlay's latest rows to SQLite in one transaction and empties the journal.
+// drain writes the overlay's latest rows to SQLite in one transaction and empties the journal. The lease table is
+// small (held and lock-delayed leases only), so it is kept in memory whole and SQLite is never read for a lease.
 //
 // Durability is the same as SQLite's WAL with synchronous=NORMAL: a line is in the kernel's page cache when write(2)
 // returns, so a killed process loses nothing; a power loss may lose the last lines. A process cannot die halfway
@@ -25,10 +26,9 @@ import type { LeaseRow } from './local-leases.js';
 /** One change of a row, as journaled and as drained: a key row, a lease row (null deletes), the token ceiling. */
 export type JournalOp = ['k', string, StoredKey | null] | ['l', string, LeaseRow | null] | ['t', number];
 
-/** What SQLite offers the overlay: point reads for misses, and one transaction to take a batch of changes. */
+/** What SQLite offers the overlay: key reads for misses, the lease table, and one transaction for a batch of changes. */
 export interface BackingRows {
   getKey(scope: string): StoredKey | undefined;
-  getLease(scope: string): LeaseRow | undefined;
   allLeases(): [string, LeaseRow][];
   tokenCeiling(): number;
   /** Writes every op, in order, in one transaction. */
@@ -70,9 +70,11 @@ export function replayJournal(path: string, backing: BackingRows): number {
 type Undo = ['k' | 'l', string, boolean, StoredKey | LeaseRow | null | undefined] | ['t', number, boolean];
 
 export class JournaledRows {
-  /** Rows changed since the last drain; null marks a deleted row. */
+  /** Key rows changed since the last drain; null marks a deleted row. */
   private readonly keys = new Map<string, StoredKey | null>();
-  private readonly leases = new Map<string, LeaseRow | null>();
+  /** Every lease row, and the scopes whose row changed since the last drain. */
+  private leases = new Map<string, LeaseRow>();
+  private readonly leasesChanged = new Set<string>();
   private ceiling: number;
   private ceilingChanged = false;
   /** Changes made since the last line was appended, and how to undo them. */
@@ -90,6 +92,7 @@ export class JournaledRows {
     private readonly backing: BackingRows,
   ) {
     this.ceiling = backing.tokenCeiling();
+    this.reloadLeases();
     this.fd = path === undefined ? undefined : openSync(path, 'a');
   }
 
@@ -99,17 +102,21 @@ export class JournaledRows {
   }
 
   getLease(scope: string): LeaseRow | undefined {
-    const row = this.leases.get(scope);
-    return row === undefined ? this.backing.getLease(scope) : (row ?? undefined);
+    return this.leases.get(scope);
   }
 
   allLeases(): [string, LeaseRow][] {
-    const rows = new Map(this.backing.allLeases());
-    for (const [scope, row] of this.leases) {
-      if (row === null) rows.delete(scope);
-      else rows.set(scope, row);
-    }
-    return [...rows];
+    return [...this.leases];
+  }
+
+  /** Reads the lease table again, after statements that changed it in SQLite (a drain comes first). */
+  reloadLeases(): void {
+    this.leases = new Map(this.backing.allLeases());
+  }
+
+  /** Forgets lease rows that expired before `now` (the sweep deletes them from the table too). */
+  forgetLeasesBefore(now: number): void {
+    for (const [scope, row] of this.leases) if (row.expiresAt <= now) this.leases.delete(scope);
   }
 
   get tokenCeiling(): number {
@@ -124,7 +131,10 @@ export class JournaledRows {
 
   putLease(scope: string, row: LeaseRow | null): void {
     this.undo.push(['l', scope, this.leases.has(scope), this.leases.get(scope)]);
-    this.leases.set(scope, row);
+    if (row === null) this.leases.delete(scope);
+    else this.leases.set(scope, row);
+    // Undone or not, the drain writes the scope's row as it then is.
+    this.leasesChanged.add(scope);
     this.ops.push(['l', scope, row]);
   }
 
@@ -172,7 +182,7 @@ export class JournaledRows {
     }
     this.ops = [];
     this.undo = [];
-    if (this.keys.size + this.leases.size >= DRAIN_AT_ROWS) this.drainSoon(0);
+    if (this.keys.size + this.leasesChanged.size >= DRAIN_AT_ROWS) this.drainSoon(0);
     else this.drainSoon(DRAIN_AFTER_MS);
   }
 
@@ -184,10 +194,10 @@ export class JournaledRows {
       this.drainSoon(DRAIN_AFTER_MS); // never reached from a timer; kept safe for a caller inside a step
       return;
     }
-    if (this.keys.size === 0 && this.leases.size === 0 && !this.ceilingChanged) return;
+    if (this.keys.size === 0 && this.leasesChanged.size === 0 && !this.ceilingChanged) return;
     const ops: JournalOp[] = [];
     for (const [scope, row] of this.keys) ops.push(['k', scope, row]);
-    for (const [scope, row] of this.leases) ops.push(['l', scope, row]);
+    for (const scope of this.leasesChanged) ops.push(['l', scope, this.leases.get(scope) ?? null]);
     if (this.ceilingChanged) ops.push(['t', this.ceiling]);
     try {
       this.backing.apply(ops);
@@ -198,7 +208,7 @@ export class JournaledRows {
     }
     this.drainError = undefined;
     this.keys.clear();
-    this.leases.clear();
+    this.leasesChanged.clear();
     this.ceilingChanged = false;
     try {
       if (this.fd !== undefined) ftruncateSync(this.fd, 0);

@@ -162,7 +162,6 @@ function prepareStatements(db: Database.Database) {
     shortenLeases: p<[number, number]>(
       `UPDATE leases_v2 SET holder = '', expires_at = MIN(expires_at, ?) WHERE expires_at > ?`,
     ),
-    getLease: p<[string], LeaseRow>('SELECT holder, token, expires_at AS expiresAt FROM leases_v2 WHERE scope = ?'),
     putLease: p<[string, string, number, number]>(
       `INSERT INTO leases_v2 (scope, holder, token, expires_at) VALUES (?, ?, ?, ?)
        ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_at = excluded.expires_at`,
@@ -258,7 +257,6 @@ function backingRows(db: Database.Database): BackingRows {
   });
   return {
     getKey: (scope) => toStored(q.getKey.get(scope)),
-    getLease: (scope) => q.getLease.get(scope),
     allLeases: () => q.allLeases.all().map(({ scope, ...row }) => [scope, row] as [string, LeaseRow]),
     tokenCeiling: () => q.getTokenCeiling.get()?.value ?? 0,
     apply,
@@ -500,7 +498,9 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     if (!this.unlock) return { released: 0, unknown: 0 };
     return this.guard(() => {
       this.rows.drain(); // the statements below run on the tables
-      return this.settleTx(unknownTtlMs, Date.now());
+      const settled = this.settleTx(unknownTtlMs, Date.now());
+      this.rows.reloadLeases();
+      return settled;
     });
   }
 
@@ -540,6 +540,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       this.rows.drain(); // the sweeps below run on the tables
       this.q.sweepKeys.run({ now, linger: CLAIM_LINGER_MS, limit: SWEEP_BATCH });
       this.q.sweepLeases.run(now);
+      this.rows.forgetLeasesBefore(now);
       this.q.sweepBuckets.run(now - BUCKET_IDLE_MS);
       this.q.sweepAudit.run(now - AUDIT_RETENTION_MS);
     } catch {
