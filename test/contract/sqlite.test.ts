@@ -214,6 +214,68 @@ for (let i = 0; ; i++) {
     assert.equal(existsSync(`${path}.redo`), false, 'a clean close leaves no journal');
   });
 
+  it(
+    'a file that cannot grow (the disk is full) stops writes at the next ping, and loses none it acknowledged',
+    T,
+    async () => {
+      const path = dbPath();
+      const script = join(dir, `full-disk-${randomUUID()}.mts`);
+      const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
+      // The child runs under a 1 MiB file size limit (ulimit -f), so a drain fails once the WAL would pass it, while the
+      // journal, emptied by every drain before, still takes lines. A key is reported only once its write has returned.
+      writeFileSync(
+        script,
+        `import { createStore } from ${JSON.stringify(storeModule)};
+const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
+const result = JSON.stringify({ pad: 'x'.repeat(8000) });
+let acked = 0;
+let refused = '';
+for (let i = 0; i < 2000 && !refused; i++) {
+  try {
+    await store.beginWrite({ scope: 'k-' + i, fingerprint: 'fp', owner: 'child:' + i, claimTtlMs: 60000,
+      retryUnknown: false, leases: [], leaseTtlMs: 60000, dispatch: true });
+    await store.finishWrite({ scope: 'k-' + i, owner: 'child:' + i, fence: 1, result, ttlMs: 600000, grants: [] });
+    acked = i + 1;
+    await store.ping();
+  } catch (err) {
+    refused = err.name + ': ' + err.message;
+  }
+  await new Promise((r) => setTimeout(r, 5));
+}
+process.stdout.write(JSON.stringify({ acked, refused }) + '\\n');
+setInterval(() => {}, 1000);
+`,
+      );
+      const child = spawn('bash', ['-c', `ulimit -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      try {
+        await waitForLine(child, '}\n', 12_000);
+      } finally {
+        child.kill('SIGKILL');
+        await exited(child);
+      }
+      const { acked, refused } = JSON.parse(out) as { acked: number; refused: string };
+      assert.match(refused, /^StoreUnavailable: the state file cannot be written/);
+      assert.ok(acked > 20, `${acked} writes before the disk filled`);
+      assert.ok(readFileSync(`${path}.redo`).length > 0, 'the writes since the last drain wait in the journal');
+
+      const store = await open(path);
+      try {
+        for (let i = 0; i < acked; i++) {
+          const record = await store.getKey(`k-${i}`);
+          assert.equal(record?.state, 'completed', `key ${i} of ${acked}`);
+        }
+      } finally {
+        await store.close();
+      }
+    },
+  );
+
   it('a journal line cut short (a power loss) ends the replay; the lines before it count', T, async () => {
     const path = dbPath();
     const far = Date.now() + 60_000;
