@@ -33,6 +33,7 @@ import { type CallRunner, createCallRunner } from './pipeline/pipeline.js';
 import type { PipelineServices } from './pipeline/services.js';
 import type { StateStore } from './store/contract.js';
 import { createStore } from './store/index.js';
+import type { SqliteStore } from './store/sqlite.js';
 import { upstreamAuthFor } from './upstreams/oauth/index.js';
 import { watchSessions } from './upstreams/session-metrics.js';
 import { UpstreamUnit } from './upstreams/upstream-unit.js';
@@ -128,6 +129,15 @@ export class Bus {
     const cfg = this.loaded.config;
     this.store = await createStore(cfg.store, { replicaId: this.replicaId });
     this.metrics.watchStore(() => this.store.roundTrips);
+    if (this.store.kind === 'sqlite') {
+      const { lines, droppedBytes } = (this.store as SqliteStore).journalReplay;
+      if (droppedBytes > 0) {
+        this.logger.warn(
+          { replayedLines: lines, droppedBytes },
+          'the state journal ended in a line cut short (a power loss?): the changes before it were replayed',
+        );
+      } else if (lines > 0) this.logger.info({ replayedLines: lines }, 'replayed the state journal of a previous run');
+    }
     const settled = await this.store.settleAbandoned(cfg.idempotency.ttlMs);
     if (settled.released + settled.unknown > 0) {
       this.logger.warn(

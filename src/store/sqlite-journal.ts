@@ -11,14 +11,26 @@
 //
 // Durability is the same as SQLite's WAL with synchronous=NORMAL: a line is in the kernel's page cache when write(2)
 // returns, so a killed process loses nothing; a power loss may lose the last lines. A process cannot die halfway
-// through one write(2) to a regular file; a line cut short by a power loss does not parse and ends the replay.
-// Opening the store replays the journal into SQLite (every op sets a row to a value, so replaying twice is harmless:
-// a crash between a drain's commit and the journal's truncation costs nothing) and truncates it.
+// through one write(2) to a regular file; a write cut short (a full disk) is cut off the file again and the step
+// fails; a line cut short by a power loss does not parse and ends the replay. A drain commits with an fsync of the
+// WAL (synchronous=FULL for that one transaction) before it empties the journal, so no power loss can keep the
+// emptied journal and lose the drained rows. Opening the store replays the journal into SQLite (every op sets a row
+// to a value, so replaying twice is harmless: a crash between a drain's commit and the journal's truncation costs
+// nothing) and truncates it.
 //
 // A step that throws has its changes to the overlay undone; if the append fails, every step since the last line is
 // undone and the caller told so. SQLite itself is written only by the drain, so it never holds half of a step.
 
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { StoreUnavailable } from './contract.js';
 import type { StoredKey } from './key-rules.js';
 import type { LeaseRow } from './local-leases.js';
@@ -31,17 +43,25 @@ export interface BackingRows {
   getKey(scope: string): StoredKey | undefined;
   allLeases(): [string, LeaseRow][];
   tokenCeiling(): number;
-  /** Writes every op, in order, in one transaction. */
+  /** Writes every op, in order, in one transaction, durable against a power loss when it returns. */
   apply(ops: JournalOp[]): void;
 }
 
 /** The overlay drains this long after its first change, or at once when it holds this many rows. */
 const DRAIN_AFTER_MS = 100;
 const DRAIN_AT_ROWS = 4096;
+/** After a failed drain, the next try waits twice as long as the last, up to this. */
+const DRAIN_RETRY_MAX_MS = 5000;
 
-/** Replays a journal left by a previous run into SQLite and empties it; returns how many lines it replayed. */
-export function replayJournal(path: string, backing: BackingRows): number {
-  if (!existsSync(path)) return 0;
+export interface JournalReplay {
+  lines: number;
+  /** Bytes after the first line that did not parse (a power loss cut it short), left out of the replay. */
+  droppedBytes: number;
+}
+
+/** Replays a journal left by a previous run into SQLite and empties it. */
+export function replayJournal(path: string, backing: BackingRows): JournalReplay {
+  if (!existsSync(path)) return { lines: 0, droppedBytes: 0 };
   const text = readFileSync(path, 'utf8');
   const ops: JournalOp[] = [];
   let lines = 0;
@@ -64,7 +84,7 @@ export function replayJournal(path: string, backing: BackingRows): number {
   } finally {
     closeSync(fd);
   }
-  return lines;
+  return { lines, droppedBytes: Buffer.byteLength(text.slice(start)) };
 }
 
 type Undo = ['k' | 'l', string, boolean, StoredKey | LeaseRow | null | undefined] | ['t', number, boolean];
@@ -83,7 +103,12 @@ export class JournaledRows {
   private depth = 0;
   /** Undefined for a store opened read-only, which journals nothing. */
   private readonly fd: number | undefined;
+  /** The journal's length, so a write cut short can be cut off again. */
+  private size = 0;
+  /** Set when a cut-short write could not be cut off: nothing more is appended until a drain empties the file. */
+  private torn = false;
   private drainTimer: NodeJS.Timeout | undefined;
+  private drainFailures = 0;
   /** The last drain's failure, reported by the store's ping until a drain succeeds. */
   drainError: Error | undefined;
 
@@ -94,6 +119,7 @@ export class JournaledRows {
     this.ceiling = backing.tokenCeiling();
     this.reloadLeases();
     this.fd = path === undefined ? undefined : openSync(path, 'a');
+    if (this.fd !== undefined) this.size = fstatSync(this.fd).size;
   }
 
   getKey(scope: string): StoredKey | undefined {
@@ -174,27 +200,48 @@ export class JournaledRows {
   commit(): void {
     if (this.ops.length === 0) return;
     try {
-      if (this.fd === undefined) throw new StoreUnavailable('the state store is open read-only');
-      writeSync(this.fd, `${JSON.stringify(this.ops)}\n`);
+      this.append(Buffer.from(`${JSON.stringify(this.ops)}\n`));
     } catch (err) {
       this.rollBackTo(0);
       throw err;
     }
     this.ops = [];
     this.undo = [];
+    if (this.drainError) return; // the retry is already scheduled, with its back-off
     if (this.keys.size + this.leasesChanged.size >= DRAIN_AT_ROWS) this.drainSoon(0);
     else this.drainSoon(DRAIN_AFTER_MS);
   }
 
-  /** Writes the overlay's rows to SQLite in one transaction and empties the journal (off any step). */
-  drain(): void {
+  private append(line: Buffer): void {
+    if (this.fd === undefined) throw new StoreUnavailable('the state store is open read-only');
+    if (this.torn) throw new StoreUnavailable('the state journal ends in a cut-short write (the disk is full?)');
+    const written = writeSync(this.fd, line);
+    if (written === line.length) {
+      this.size += written;
+      return;
+    }
+    // Cut short (a full disk, a file size limit): the fragment must not stay, or the next line would be glued to it
+    // and the replay would stop there.
+    try {
+      ftruncateSync(this.fd, this.size);
+    } catch {
+      this.torn = true;
+    }
+    throw new StoreUnavailable(`the state journal took ${written} of ${line.length} bytes (the disk is full?)`);
+  }
+
+  /**
+   * Writes the overlay's rows to SQLite in one transaction and empties the journal (off any step). False when the
+   * tables could not take them: the overlay and the journal keep everything, and a retry is scheduled.
+   */
+  drain(): boolean {
     clearTimeout(this.drainTimer);
     this.drainTimer = undefined;
     if (this.depth > 0 || this.ops.length > 0) {
       this.drainSoon(DRAIN_AFTER_MS); // never reached from a timer; kept safe for a caller inside a step
-      return;
+      return false;
     }
-    if (this.keys.size === 0 && this.leasesChanged.size === 0 && !this.ceilingChanged) return;
+    if (this.keys.size === 0 && this.leasesChanged.size === 0 && !this.ceilingChanged) return true;
     const ops: JournalOp[] = [];
     for (const [scope, row] of this.keys) ops.push(['k', scope, row]);
     for (const scope of this.leasesChanged) ops.push(['l', scope, this.leases.get(scope) ?? null]);
@@ -202,19 +249,26 @@ export class JournaledRows {
     try {
       this.backing.apply(ops);
     } catch (err) {
-      // The overlay and the journal still hold everything; the next change tries again.
       this.drainError = err as Error;
-      return;
+      this.drainFailures++;
+      this.drainSoon(Math.min(DRAIN_AFTER_MS * 2 ** this.drainFailures, DRAIN_RETRY_MAX_MS));
+      return false;
     }
     this.drainError = undefined;
+    this.drainFailures = 0;
     this.keys.clear();
     this.leasesChanged.clear();
     this.ceilingChanged = false;
     try {
-      if (this.fd !== undefined) ftruncateSync(this.fd, 0);
+      if (this.fd !== undefined) {
+        ftruncateSync(this.fd, 0);
+        this.size = 0;
+        this.torn = false;
+      }
     } catch {
       // A journal that could not be emptied replays rows SQLite already holds: harmless, and tried again next time.
     }
+    return true;
   }
 
   /** Drains, and removes the empty journal (a clean close). */
@@ -235,6 +289,7 @@ export class JournaledRows {
   }
 
   private drainSoon(ms: number): void {
+    if (this.fd === undefined) return; // read-only: nothing to drain
     if (this.drainTimer && ms > 0) return;
     clearTimeout(this.drainTimer);
     this.drainTimer = setTimeout(() => this.drain(), ms);

@@ -44,7 +44,13 @@ import { beginWriteLocally, finishWriteLocally, type KeyRows } from './local-wri
 import { DEFAULT_AUDIT_LIMIT } from './memory.js';
 import { ScopeSignals, waitUntilSettled } from './scope-signals.js';
 import { GroupCommit } from './sqlite-group-commit.js';
-import { type BackingRows, JournaledRows, type JournalOp, replayJournal } from './sqlite-journal.js';
+import {
+  type BackingRows,
+  JournaledRows,
+  type JournalOp,
+  type JournalReplay,
+  replayJournal,
+} from './sqlite-journal.js';
 import { SqliteVault } from './vault-sqlite.js';
 
 const SWEEP_EVERY_MS = 60_000;
@@ -133,6 +139,8 @@ function toStored(row: KeyRow | undefined): StoredKey | undefined {
   return result === null ? rest : { ...rest, result };
 }
 
+type Statements = ReturnType<typeof prepareStatements>;
+
 function prepareStatements(db: Database.Database) {
   const p = <P extends unknown[] | object = unknown[], R = unknown>(sql: string) => db.prepare<P, R>(sql);
   return {
@@ -174,7 +182,7 @@ function prepareStatements(db: Database.Database) {
     getTokenCeiling: p<[], { value: number }>(`SELECT value FROM counters_v1 WHERE name = 'lease-token'`),
     putTokenCeiling: p<[number]>(
       `INSERT INTO counters_v1 (name, value) VALUES ('lease-token', ?)
-       ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+       ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)`,
     ),
     getBucket: p<[string], BucketState>('SELECT tat, paused_until AS pausedUntil FROM buckets_v1 WHERE bucket = ?'),
     putBucket: p<[string, number, number]>(
@@ -208,7 +216,10 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
       db.close();
       throw new Error(`${path} holds no toolbus state (table audit_v1)`);
     }
-    return new SqliteStore(db, undefined, new JournaledRows(undefined, backingRows(db)));
+    // A reader neither replays nor reads PATH.redo: it sees the tables as of the bus's last drain (up to 100 ms
+    // old), which is all `toolbus audit` needs (audit entries do not go through the journal).
+    const q = prepareStatements(db);
+    return new SqliteStore(db, q, undefined, new JournaledRows(undefined, backingRows(db, q)));
   }
   mkdirSync(dirname(path), { recursive: true });
   const unlock = takeFileLock(path);
@@ -224,9 +235,12 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
       n: number;
     };
     if (v1.n > 0) db.transaction(() => db.exec(MIGRATE_V1))();
-    const backing = backingRows(db);
-    replayJournal(journalPath(path), backing);
-    return new SqliteStore(db, unlock, new JournaledRows(journalPath(path), backing));
+    const q = prepareStatements(db);
+    const backing = backingRows(db, q);
+    const replay = replayJournal(journalPath(path), backing);
+    const store = new SqliteStore(db, q, unlock, new JournaledRows(journalPath(path), backing));
+    store.journalReplay = replay;
+    return store;
   } catch (err) {
     unlock();
     throw err;
@@ -238,9 +252,8 @@ function journalPath(dbPath: string): string {
 }
 
 /** The key, lease and counter tables as the journal's overlay sees them. */
-function backingRows(db: Database.Database): BackingRows {
-  const q = prepareStatements(db);
-  const apply = db.transaction((ops: JournalOp[]) => {
+function backingRows(db: Database.Database, q: Statements): BackingRows {
+  const applyTx = db.transaction((ops: JournalOp[]) => {
     for (const op of ops) {
       if (op[0] === 't') q.putTokenCeiling.run(op[1]);
       else if (op[0] === 'k') {
@@ -259,7 +272,17 @@ function backingRows(db: Database.Database): BackingRows {
     getKey: (scope) => toStored(q.getKey.get(scope)),
     allLeases: () => q.allLeases.all().map(({ scope, ...row }) => [scope, row] as [string, LeaseRow]),
     tokenCeiling: () => q.getTokenCeiling.get()?.value ?? 0,
-    apply,
+    // The journal is emptied after this returns, so this one commit waits for the WAL's fsync (synchronous=FULL):
+    // a power loss must not be able to keep the emptied journal and lose the rows. One fsync per drain, off the
+    // calls' path, instead of one per call.
+    apply: (ops) => {
+      db.pragma('synchronous = FULL');
+      try {
+        applyTx(ops);
+      } finally {
+        db.pragma('synchronous = NORMAL');
+      }
+    },
   };
 }
 
@@ -277,7 +300,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   /** The last fencing token handed out (tokens are reserved in blocks up to rows.tokenCeiling). */
   private lastToken = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
-  private readonly q: ReturnType<typeof prepareStatements>;
+  /** What the redo journal replayed at open (set by openSqliteStore; the bus logs a line cut short). */
+  journalReplay: JournalReplay = { lines: 0, droppedBytes: 0 };
   /** Device and inode of the file opened, for the ping's check that it is still there. */
   private readonly fileId: string | undefined;
   private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
@@ -293,16 +317,17 @@ export class SqliteStore extends KeyTransitions implements StateStore {
 
   constructor(
     private readonly db: Database.Database,
+    private readonly q: Statements,
     private readonly unlock: (() => void) | undefined,
     /** Key rows, lease rows and the token ceiling: SQLite's, behind the redo journal's overlay. */
     private readonly rows: JournaledRows,
   ) {
     super();
     this.fileId = unlock && db.name !== ':memory:' ? fileIdentity(db.name) : undefined;
-    this.q = prepareStatements(db);
-    const q = this.q;
-    // Tokens up to the stored ceiling may have been handed out; a new incarnation starts above it.
+    // Tokens up to the stored ceiling may have been handed out; a new incarnation starts above it (and above any
+    // lease row, in case a power loss kept a row and lost its ceiling).
     this.lastToken = rows.tokenCeiling;
+    for (const [, row] of rows.allLeases()) this.lastToken = Math.max(this.lastToken, row.token);
     this.takeTx = db.transaction((bucket: string, perSecond: number, burst: number, now: number) => {
       const { result, next } = takeFromBucket(q.getBucket.get(bucket), now, perSecond, burst);
       if (next) q.putBucket.run(bucket, next.tat, next.pausedUntil);
@@ -481,8 +506,10 @@ export class SqliteStore extends KeyTransitions implements StateStore {
    */
   async ping(): Promise<void> {
     this.guard(() => this.q.ping.get());
-    const drainError = this.rows.drainError;
-    if (drainError) throw new StoreUnavailable(`the state file cannot be written: ${drainError.message}`);
+    // A failed drain is retried here too, so writes come back as soon as the file can take them again.
+    if (this.rows.drainError && !this.rows.drain()) {
+      throw new StoreUnavailable(`the state file cannot be written: ${this.rows.drainError.message}`);
+    }
     if (this.fileId === undefined) return;
     let now: string | undefined;
     try {
@@ -497,7 +524,10 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   async settleAbandoned(unknownTtlMs: number): Promise<{ released: number; unknown: number }> {
     if (!this.unlock) return { released: 0, unknown: 0 };
     return this.guard(() => {
-      this.rows.drain(); // the statements below run on the tables
+      // The statements below run on the tables, which must hold everything first.
+      if (!this.rows.drain()) {
+        throw new StoreUnavailable(`the state file cannot be written: ${this.rows.drainError?.message}`);
+      }
       const settled = this.settleTx(unknownTtlMs, Date.now());
       this.rows.reloadLeases();
       return settled;
@@ -537,7 +567,7 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     if (this.closed) return;
     const now = Date.now();
     try {
-      this.rows.drain(); // the sweeps below run on the tables
+      if (!this.rows.drain()) return; // the sweeps below run on the tables, which must hold everything first
       this.q.sweepKeys.run({ now, linger: CLAIM_LINGER_MS, limit: SWEEP_BATCH });
       this.q.sweepLeases.run(now);
       this.rows.forgetLeasesBefore(now);

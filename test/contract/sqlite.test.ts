@@ -2,7 +2,7 @@
 // single-owner store promises: records and fencing tokens survive a reopen and a kill -9, the previous run's calls are
 // settled at start, and the lock file keeps a second bus off the file.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { LeaseWaitTimeout, type StateStore, StoreUnavailable } from '../../src/store/contract.js';
 import { createStore } from '../../src/store/index.js';
+import type { SqliteStore } from '../../src/store/sqlite.js';
 import { storeContract, uniqueScope } from './store-contract.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'toolbus-sqlite-'));
@@ -215,7 +216,7 @@ for (let i = 0; ; i++) {
   });
 
   it(
-    'a file that cannot grow (the disk is full) stops writes at the next ping, and loses none it acknowledged',
+    'a file that cannot grow (the disk is full) stops writes at the next ping, loses none it acknowledged, and recovers',
     T,
     async () => {
       const path = dbPath();
@@ -243,10 +244,23 @@ for (let i = 0; i < 2000 && !refused; i++) {
   await new Promise((r) => setTimeout(r, 5));
 }
 process.stdout.write(JSON.stringify({ acked, refused }) + '\\n');
+// The parent lifts the limit (space freed): the ping drains again, and writes are taken.
+for (let i = 0; i < 200; i++) {
+  try {
+    await store.ping();
+    break;
+  } catch {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const b = await store.beginWrite({ scope: 'after', fingerprint: 'fp', owner: 'child:after', claimTtlMs: 60000,
+  retryUnknown: false, leases: [], leaseTtlMs: 60000, dispatch: true });
+await store.finishWrite({ scope: 'after', owner: 'child:after', fence: 1, result, ttlMs: 600000, grants: [] });
+process.stdout.write('recovered\\n');
 setInterval(() => {}, 1000);
 `,
       );
-      const child = spawn('bash', ['-c', `ulimit -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
+      const child = spawn('bash', ['-c', `ulimit -S -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
@@ -255,11 +269,14 @@ setInterval(() => {}, 1000);
       });
       try {
         await waitForLine(child, '}\n', 12_000);
+        const lifted = spawnSync('prlimit', ['--pid', String(child.pid), '--fsize=unlimited']);
+        assert.equal(lifted.status, 0, lifted.stderr.toString());
+        await waitForLine(child, 'recovered\n', 12_000);
       } finally {
         child.kill('SIGKILL');
         await exited(child);
       }
-      const { acked, refused } = JSON.parse(out) as { acked: number; refused: string };
+      const { acked, refused } = JSON.parse(out.slice(0, out.indexOf('\n'))) as { acked: number; refused: string };
       assert.match(refused, /^StoreUnavailable: the state file cannot be written/);
       assert.ok(acked > 20, `${acked} writes before the disk filled`);
       assert.ok(readFileSync(`${path}.redo`).length > 0, 'the writes since the last drain wait in the journal');
@@ -270,11 +287,73 @@ setInterval(() => {}, 1000);
           const record = await store.getKey(`k-${i}`);
           assert.equal(record?.state, 'completed', `key ${i} of ${acked}`);
         }
+        assert.equal((await store.getKey('after'))?.state, 'completed', 'the write after recovery');
       } finally {
         await store.close();
       }
     },
   );
+
+  it('a journal write cut short (the disk filled mid-line) fails its step and is cut off again', T, async () => {
+    const path = dbPath();
+    const script = join(dir, `short-write-${randomUUID()}.mts`);
+    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
+    // Results of 200 KB, written faster than a drain comes (every 100 ms), fill the journal past the 1 MiB file size
+    // limit: the write that crosses it is taken only in part. That write must fail, and the fragment must go, or the
+    // next line would be glued to it and lost at replay.
+    writeFileSync(
+      script,
+      `import { createStore } from ${JSON.stringify(storeModule)};
+const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
+const write = async (scope, size) => {
+  const b = await store.beginWrite({ scope, fingerprint: 'fp', owner: 'child:' + scope, claimTtlMs: 60000,
+    retryUnknown: false, leases: [], leaseTtlMs: 60000, dispatch: true });
+  await store.finishWrite({ scope, owner: 'child:' + scope, fence: 1, result: JSON.stringify({ pad: 'x'.repeat(size) }),
+    ttlMs: 600000, grants: [] });
+};
+let acked = 0;
+let refused = '';
+for (let i = 0; i < 20 && !refused; i++) {
+  try {
+    await write('k-' + i, 200_000);
+    acked = i + 1;
+  } catch (err) {
+    refused = err.name + ': ' + err.message;
+  }
+}
+await write('small', 10);
+process.stdout.write(JSON.stringify({ acked, refused }) + '\\n');
+setInterval(() => {}, 1000);
+`,
+    );
+    const child = spawn('bash', ['-c', `ulimit -S -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    try {
+      await waitForLine(child, '}\n', 12_000);
+    } finally {
+      child.kill('SIGKILL');
+      await exited(child);
+    }
+    const { acked, refused } = JSON.parse(out) as { acked: number; refused: string };
+    assert.match(refused, /^StoreUnavailable: the state journal took \d+ of \d+ bytes/);
+    assert.ok(acked >= 3, `${acked} writes before the journal filled`);
+
+    const store = await open(path);
+    try {
+      for (let i = 0; i < acked; i++) assert.equal((await store.getKey(`k-${i}`))?.state, 'completed', `key ${i}`);
+      // Its begin-write was journaled; its completion, refused, was not: the key stays dispatched (unknown once the
+      // start-up settle runs), never completed with a result nobody was told about.
+      assert.equal((await store.getKey(`k-${acked}`))?.state, 'dispatched', 'the refused completion is not recorded');
+      assert.equal((await store.getKey('small'))?.state, 'completed', 'the line after the cut-off one replays');
+    } finally {
+      await store.close();
+    }
+  });
 
   it('a journal line cut short (a power loss) ends the replay; the lines before it count', T, async () => {
     const path = dbPath();
@@ -298,6 +377,7 @@ setInterval(() => {}, 1000);
     writeFileSync(`${path}.redo`, `${whole}\n${second}\n${torn}`);
     const store = await open(path);
     try {
+      assert.deepEqual((store as SqliteStore).journalReplay, { lines: 2, droppedBytes: 30 }, 'the bus logs this');
       assert.equal((await store.getKey('kept'))?.result, '{"a":2}', 'later lines win');
       assert.equal(await store.getKey('lost'), null);
       assert.deepEqual(
