@@ -54,6 +54,39 @@ function exited(child: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * Runs `body` in a child process with `store` open on the SQLite file at `path`, collecting its stdout. With
+ * `fileSizeKiB` it runs under that (soft) file size limit, as on a disk that is full.
+ */
+function storeChild(path: string, body: string, opts: { fileSizeKiB?: number } = {}) {
+  const script = join(dir, `child-${randomUUID()}.mts`);
+  const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
+  writeFileSync(
+    script,
+    `import { createStore } from ${JSON.stringify(storeModule)};
+const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
+${body}
+setInterval(() => {}, 1000);
+`,
+  );
+  const stdio: ['ignore', 'pipe', 'pipe'] = ['ignore', 'pipe', 'pipe'];
+  const child =
+    opts.fileSizeKiB === undefined
+      ? spawn(process.execPath, ['--import', 'tsx', script], { stdio })
+      : spawn(
+          'bash',
+          ['-c', `ulimit -S -f ${opts.fileSizeKiB} && exec "${process.execPath}" --import tsx "${script}"`],
+          {
+            stdio,
+          },
+        );
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  return { child, output: () => out };
+}
+
 describe('sqlite store: durability and ownership', () => {
   it('keeps records, held leases and the fencing counter across close and reopen', T, async () => {
     const path = dbPath();
@@ -100,13 +133,9 @@ describe('sqlite store: durability and ownership', () => {
 
   it('survives kill -9: completed records replay, the stale lock is taken over, tokens stay monotonic', T, async () => {
     const path = dbPath();
-    const script = join(dir, `writer-${randomUUID()}.mts`);
-    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
-    writeFileSync(
-      script,
-      `import { createStore } from ${JSON.stringify(storeModule)};
-const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
-await store.claimKey({ scope: 'k-done', fingerprint: 'fp', owner: 'child:1', claimTtlMs: 60000, retryUnknown: false });
+    const { child, output } = storeChild(
+      path,
+      `await store.claimKey({ scope: 'k-done', fingerprint: 'fp', owner: 'child:1', claimTtlMs: 60000, retryUnknown: false });
 await store.markDispatched('k-done', 'child:1', 1, 60000);
 await store.completeKey('k-done', 'child:1', 1, '{"n":7}', 60000);
 await store.claimKey({ scope: 'k-flying', fingerprint: 'fp', owner: 'child:2', claimTtlMs: 60000, retryUnknown: false });
@@ -118,15 +147,8 @@ for (let i = 0; i < 5; i++) {
   token = g.token;
   if (i < 4) await store.releaseLease(g);
 }
-process.stdout.write('token=' + token + '\\nready\\n');
-setInterval(() => {}, 1000);
-`,
+process.stdout.write('token=' + token + '\\nready\\n');`,
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
     try {
       await waitForLine(child, 'ready', 10_000);
       assert.equal(readFileSync(`${path}.lock`, 'utf8').trim(), String(child.pid));
@@ -135,7 +157,7 @@ setInterval(() => {}, 1000);
       child.kill('SIGKILL');
       await exited(child);
     }
-    const childToken = Number(/token=(\d+)/.exec(out)?.[1]);
+    const childToken = Number(/token=(\d+)/.exec(output())?.[1]);
     assert.ok(childToken >= 5);
     assert.equal(existsSync(`${path}.lock`), true, 'a killed bus leaves its lock behind');
 
@@ -159,15 +181,11 @@ setInterval(() => {}, 1000);
 
   it('a kill -9 while changes sit in the redo journal loses none of them: the next open replays it', T, async () => {
     const path = dbPath();
-    const script = join(dir, `journal-writer-${randomUUID()}.mts`);
-    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
     // Writes without pause, so the kill lands while the newest changes are only in the journal (it is drained to
     // the tables every 100 ms). A key is reported only once its write has returned.
-    writeFileSync(
-      script,
-      `import { createStore } from ${JSON.stringify(storeModule)};
-const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
-for (let i = 0; ; i++) {
+    const { child, output } = storeChild(
+      path,
+      `for (let i = 0; ; i++) {
   const begun = await store.beginWrite({ scope: 'k-' + i, fingerprint: 'fp', owner: 'child:' + i, claimTtlMs: 60000,
     retryUnknown: false, leases: ['s-' + i], leaseTtlMs: 60000, dispatch: true });
   await store.finishWrite({ scope: 'k-' + i, owner: 'child:' + i, fence: 1, result: '{"i":' + i + '}', ttlMs: 60000,
@@ -175,21 +193,15 @@ for (let i = 0; ; i++) {
   await store.beginWrite({ scope: 'open-' + i, fingerprint: 'fp', owner: 'child:' + i, claimTtlMs: 60000,
     retryUnknown: false, leases: ['held-' + i], leaseTtlMs: 60000, dispatch: true });
   process.stdout.write('done ' + i + '\\n');
-}
-`,
+}`,
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
     try {
       await waitForLine(child, 'done 300\n', 10_000);
     } finally {
       child.kill('SIGKILL');
       await exited(child);
     }
-    const last = Math.max(...[...out.matchAll(/done (\d+)\n/g)].map((m) => Number(m[1])));
+    const last = Math.max(...[...output().matchAll(/done (\d+)\n/g)].map((m) => Number(m[1])));
     assert.ok(readFileSync(`${path}.redo`).length > 0, 'the kill left changes in the journal');
 
     const store = await open(path);
@@ -220,15 +232,11 @@ for (let i = 0; ; i++) {
     T,
     async () => {
       const path = dbPath();
-      const script = join(dir, `full-disk-${randomUUID()}.mts`);
-      const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
       // The child runs under a 1 MiB file size limit (ulimit -f), so a drain fails once the WAL would pass it, while the
       // journal, emptied by every drain before, still takes lines. A key is reported only once its write has returned.
-      writeFileSync(
-        script,
-        `import { createStore } from ${JSON.stringify(storeModule)};
-const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
-const result = JSON.stringify({ pad: 'x'.repeat(8000) });
+      const { child, output } = storeChild(
+        path,
+        `const result = JSON.stringify({ pad: 'x'.repeat(8000) });
 let acked = 0;
 let refused = '';
 for (let i = 0; i < 2000 && !refused; i++) {
@@ -256,17 +264,9 @@ for (let i = 0; i < 200; i++) {
 const b = await store.beginWrite({ scope: 'after', fingerprint: 'fp', owner: 'child:after', claimTtlMs: 60000,
   retryUnknown: false, leases: [], leaseTtlMs: 60000, dispatch: true });
 await store.finishWrite({ scope: 'after', owner: 'child:after', fence: 1, result, ttlMs: 600000, grants: [] });
-process.stdout.write('recovered\\n');
-setInterval(() => {}, 1000);
-`,
+process.stdout.write('recovered\\n');`,
+        { fileSizeKiB: 1024 },
       );
-      const child = spawn('bash', ['-c', `ulimit -S -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-      });
       try {
         await waitForLine(child, '}\n', 12_000);
         const lifted = spawnSync('prlimit', ['--pid', String(child.pid), '--fsize=unlimited']);
@@ -276,7 +276,7 @@ setInterval(() => {}, 1000);
         child.kill('SIGKILL');
         await exited(child);
       }
-      const { acked, refused } = JSON.parse(out.slice(0, out.indexOf('\n'))) as { acked: number; refused: string };
+      const { acked, refused } = JSON.parse(output().split('\n')[0] ?? '') as { acked: number; refused: string };
       assert.match(refused, /^StoreUnavailable: the state file cannot be written/);
       assert.ok(acked > 20, `${acked} writes before the disk filled`);
       assert.ok(readFileSync(`${path}.redo`).length > 0, 'the writes since the last drain wait in the journal');
@@ -296,16 +296,12 @@ setInterval(() => {}, 1000);
 
   it('a journal write cut short (the disk filled mid-line) fails its step and is cut off again', T, async () => {
     const path = dbPath();
-    const script = join(dir, `short-write-${randomUUID()}.mts`);
-    const storeModule = resolve(import.meta.dirname, '../../src/store/index.ts');
     // Results of 200 KB, written faster than a drain comes (every 100 ms), fill the journal past the 1 MiB file size
     // limit: the write that crosses it is taken only in part. That write must fail, and the fragment must go, or the
     // next line would be glued to it and lost at replay.
-    writeFileSync(
-      script,
-      `import { createStore } from ${JSON.stringify(storeModule)};
-const store = await createStore({ kind: 'sqlite', path: ${JSON.stringify(path)} }, { replicaId: 'child' });
-const write = async (scope, size) => {
+    const { child, output } = storeChild(
+      path,
+      `const write = async (scope, size) => {
   const b = await store.beginWrite({ scope, fingerprint: 'fp', owner: 'child:' + scope, claimTtlMs: 60000,
     retryUnknown: false, leases: [], leaseTtlMs: 60000, dispatch: true });
   await store.finishWrite({ scope, owner: 'child:' + scope, fence: 1, result: JSON.stringify({ pad: 'x'.repeat(size) }),
@@ -322,24 +318,16 @@ for (let i = 0; i < 20 && !refused; i++) {
   }
 }
 await write('small', 10);
-process.stdout.write(JSON.stringify({ acked, refused }) + '\\n');
-setInterval(() => {}, 1000);
-`,
+process.stdout.write(JSON.stringify({ acked, refused }) + '\\n');`,
+      { fileSizeKiB: 1024 },
     );
-    const child = spawn('bash', ['-c', `ulimit -S -f 1024 && exec "${process.execPath}" --import tsx "${script}"`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
     try {
       await waitForLine(child, '}\n', 12_000);
     } finally {
       child.kill('SIGKILL');
       await exited(child);
     }
-    const { acked, refused } = JSON.parse(out) as { acked: number; refused: string };
+    const { acked, refused } = JSON.parse(output()) as { acked: number; refused: string };
     assert.match(refused, /^StoreUnavailable: the state journal took \d+ of \d+ bytes/);
     assert.ok(acked >= 3, `${acked} writes before the journal filled`);
 
