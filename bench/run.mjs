@@ -9,6 +9,7 @@ import {
   childPids,
   descendantPids,
   ECHO,
+  echoBusYaml,
   ROOT,
   rssMiB,
   runDirect,
@@ -29,29 +30,6 @@ const results = {
 const md = [];
 const round = (x, d = 2) => (x === null || x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d);
 const row = (cells) => md.push(`| ${cells.join(' | ')} |`);
-
-function busYaml({
-  store = '{ kind: memory }',
-  agents = `[{ id: a, token: "${TOKEN}" }]`,
-  upstream = '',
-  extra = '',
-} = {}) {
-  return `
-store: ${store}
-logging: { level: warn }
-${extra}
-agents: ${agents}
-upstreams:
-  echo:
-    command: ${process.execPath}
-    args: [${ECHO}]
-    maxConcurrency: 256
-${upstream}
-    tools:
-      echo: { kind: read }
-      counter_incr: { kind: write, lease: ["c:{/entity}"] }
-`;
-}
 
 const loadOptions = (url, extra) => ({
   url,
@@ -79,7 +57,7 @@ async function front() {
   );
   await bare.stop();
 
-  const bus = await startBus(busYaml());
+  const bus = await startBus(echoBusYaml());
   const busR = await loadWithCpu(bus.url, {}, bus.pid);
   await bus.stop();
 
@@ -149,7 +127,7 @@ async function front() {
 }
 
 async function direct() {
-  const bus = await startBus(busYaml());
+  const bus = await startBus(echoBusYaml());
   const relay = await startProcess(process.execPath, [join(ROOT, 'bench/floor-relay.mjs')], /listening (\d+)/);
   const relayUrl = `http://127.0.0.1:${relay.match}/mcp`;
   const rows = [];
@@ -201,7 +179,7 @@ async function direct() {
 async function pipeline() {
   const dir = tempDir();
   const bus = await startBus(
-    busYaml({ store: `{ kind: sqlite, path: ${join(dir, 'state.db')} }`, upstream: '' }).replace(
+    echoBusYaml({ store: `{ kind: sqlite, path: ${join(dir, 'state.db')} }`, upstream: '' }).replace(
       'counter_incr: { kind: write, lease: ["c:{/entity}"] }',
       'counter_incr: { kind: write, lease: ["c:{/entity}"] }\n      plain: { kind: read }',
     ),
@@ -267,10 +245,7 @@ async function writes() {
     ['redis', `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "${prefix}" }`],
   ];
   for (const [name, store] of stores) {
-    const bus = await startBus(
-      busYaml({ store }).replace('counter_incr: { kind: write', 'counter_incr: { kind: write, idempotency: required'),
-      dir,
-    );
+    const bus = await startBus(echoBusYaml({ store, keyRequired: true }), dir);
     for (const [label, args] of [
       ['16 distinct entities', 'write-unique'],
       ['one entity', 'write-one'],
@@ -289,7 +264,7 @@ async function writes() {
     await bus.stop();
   }
   // Three replicas on one Redis, load spread round robin by sessions.
-  const replicas = await Promise.all([0, 1, 2].map(() => startBus(busYaml({ store: stores[2][1] }), dir)));
+  const replicas = await Promise.all([0, 1, 2].map(() => startBus(echoBusYaml({ store: stores[2][1] }), dir)));
   for (const [label, args] of [
     ['16 distinct entities', 'write-unique'],
     ['one entity', 'write-one'],
@@ -405,7 +380,7 @@ async function redisCommands(db, fn) {
 async function safety() {
   const dir = tempDir();
   const s = {};
-  const sqlite = await startBus(busYaml({ store: `{ kind: sqlite, path: ${join(dir, 'safety.db')} }` }), dir);
+  const sqlite = await startBus(echoBusYaml({ store: `{ kind: sqlite, path: ${join(dir, 'safety.db')} }` }), dir);
   // The machine is shared: reads and writes are measured in alternating slices and each figure is the median of its
   // slices, so a burst of load from elsewhere lands on both sides of a ratio rather than on one.
   const rounds = 3;
@@ -468,10 +443,10 @@ async function safety() {
     }
   };
   s.redis = {
-    keyedWrite: await perCall(busYaml({ store }), { ...short, tool: 'echo__counter_incr', args: 'write-unique' }),
-    readNoRate: await perCall(busYaml({ store }), short),
+    keyedWrite: await perCall(echoBusYaml({ store }), { ...short, tool: 'echo__counter_incr', args: 'write-unique' }),
+    readNoRate: await perCall(echoBusYaml({ store }), short),
     readWithRate: await perCall(
-      busYaml({ store, upstream: '    rateLimit: { perSecond: 100000, burst: 1000 }' }),
+      echoBusYaml({ store, upstream: '    rateLimit: { perSecond: 100000, burst: 1000 }' }),
       short,
     ),
   };
@@ -539,7 +514,7 @@ async function rate() {
     (_, i) => `{ id: ag${i}, token: "rate-${i}", weight: ${i === 7 ? 2 : 1} }`,
   ).join(', ');
   const bus = await startBus(
-    busYaml({ agents: `[${agents}]`, upstream: '    rateLimit: { perSecond: 50, burst: 10 }' }).replace(
+    echoBusYaml({ agents: `[${agents}]`, upstream: '    rateLimit: { perSecond: 50, burst: 10 }' }).replace(
       `args: [${ECHO}]`,
       `args: [${ECHO}]\n    env: { ECHO_LOG: ${log} }`,
     ),
@@ -566,7 +541,10 @@ async function rate() {
   // Retry honesty: the same flood against a bus whose queue may hold a call only 300 ms, so many calls are turned
   // away; each waits its retryAfterMs and retries once.
   const strict = await startBus(
-    busYaml({ agents: `[${agents}]`, upstream: '    rateLimit: { perSecond: 50, burst: 10 }\n    queueWaitMs: 300' }),
+    echoBusYaml({
+      agents: `[${agents}]`,
+      upstream: '    rateLimit: { perSecond: 50, burst: 10 }\n    queueWaitMs: 300',
+    }),
     dir,
   );
   const h = runLoad({
@@ -657,7 +635,7 @@ async function rate() {
 async function memory() {
   const tokens = Array.from({ length: 512 }, (_, i) => `mem-token-${i}`);
   const agents = `[${tokens.map((t, i) => `{ id: m${i}, token: "${t}" }`).join(', ')}]`;
-  const bus = await startBus(busYaml({ agents }));
+  const bus = await startBus(echoBusYaml({ agents }));
   const settle = () => new Promise((r) => setTimeout(r, 1500));
   await settle();
   const idle = rssMiB(bus.pid);

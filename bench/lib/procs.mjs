@@ -46,6 +46,35 @@ export function startProcess(command, args, ready, opts = {}) {
 }
 
 /**
+ * The bench's bus config: the echo upstream with `echo` as a read and `counter_incr` as a leased write (keyed when
+ * `keyRequired`), agent token bench-token-0001 unless `agents` says otherwise. `upstream` adds lines to the upstream's
+ * block, `extra` top-level lines.
+ */
+export function echoBusYaml({
+  store = '{ kind: memory }',
+  agents = '[{ id: a, token: "bench-token-0001" }]',
+  upstream = '',
+  extra = '',
+  keyRequired = false,
+} = {}) {
+  return `
+store: ${store}
+logging: { level: warn }
+${extra}
+agents: ${agents}
+upstreams:
+  echo:
+    command: ${process.execPath}
+    args: [${ECHO}]
+    maxConcurrency: 256
+${upstream}
+    tools:
+      echo: { kind: read }
+      counter_incr: { kind: write,${keyRequired ? ' idempotency: required,' : ''} lease: ["c:{/entity}"] }
+`;
+}
+
+/**
  * A bus on the given store (memory, sqlite in a temp dir, or redis on 127.0.0.1:6379 under its own prefix) in front of
  * the echo upstream, with `echo` as a read and `counter_incr` as a keyed, leased write; agent token bench-token-0001.
  * For the tools in bench/tools/.
@@ -58,21 +87,7 @@ export function startEchoBus(storeKind) {
       : storeKind === 'redis'
         ? `{ kind: redis, url: "redis://127.0.0.1:6379/0", prefix: "bench-${process.pid}-${Date.now()}:" }`
         : '{ kind: memory }';
-  return startBus(
-    `store: ${store}
-logging: { level: warn }
-agents: [{ id: a, token: "bench-token-0001" }]
-upstreams:
-  echo:
-    command: ${process.execPath}
-    args: [${ECHO}]
-    maxConcurrency: 256
-    tools:
-      echo: { kind: read }
-      counter_incr: { kind: write, idempotency: required, lease: ["c:{/entity}"] }
-`,
-    dir,
-  );
+  return startBus(echoBusYaml({ store, keyRequired: true }), dir);
 }
 
 export async function startBus(yaml, dir = tempDir()) {
