@@ -108,8 +108,8 @@ export class LocalLeases {
     if (blockForMs > 0)
       this.rows.put(grant.scope, { holder: '', token: row.token, expiresAt: this.now() + blockForMs });
     else this.rows.remove(grant.scope);
-    // The next waiter is served once the caller's step is over: a release made inside a store transaction (a batch
-    // of the SQLite group commit) may still be rolled back, and a waiter must never hold a grant that was undone.
+    // The next waiter is served once the caller's step is over: a release made inside a store step (a batch of the
+    // SQLite group commit, journaled at its end) may still be undone, and a waiter must never hold a grant that was.
     // Newcomers meanwhile see the queue and wait behind it.
     if (this.queues.has(grant.scope)) queueMicrotask(() => this.pump(grant.scope));
   }

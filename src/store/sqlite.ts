@@ -91,9 +91,7 @@ export function openSqliteStore(path: string, opts: { readonly: boolean }): Sqli
     const q = prepareStatements(db);
     const backing = backingRows(db, q);
     const replay = replayJournal(journalPath(path), backing);
-    const store = new SqliteStore(db, q, unlock, new JournaledRows(journalPath(path), backing));
-    store.journalReplay = replay;
-    return store;
+    return new SqliteStore(db, q, unlock, new JournaledRows(journalPath(path), backing), replay);
   } catch (err) {
     unlock();
     throw err;
@@ -114,8 +112,6 @@ export class SqliteStore extends KeyTransitions implements StateStore {
   /** The last fencing token handed out (tokens are reserved in blocks up to rows.tokenCeiling). */
   private lastToken = 0;
   private readonly sweeper: NodeJS.Timeout | undefined;
-  /** What the redo journal replayed at open (set by openSqliteStore; the bus logs a line cut short). */
-  journalReplay: JournalReplay = { lines: 0, droppedBytes: 0 };
   /** Device and inode of the file opened, for the ping's check that it is still there. */
   private readonly fileId: string | undefined;
   private readonly takeTx: (bucket: string, perSecond: number, burst: number, now: number) => TakeTokenResult;
@@ -135,6 +131,8 @@ export class SqliteStore extends KeyTransitions implements StateStore {
     private readonly unlock: (() => void) | undefined,
     /** Key rows, lease rows and the token ceiling: SQLite's, behind the redo journal's overlay. */
     private readonly rows: JournaledRows,
+    /** What the redo journal replayed at open (the bus logs a line cut short). */
+    readonly journalReplay: JournalReplay = { lines: 0, droppedBytes: 0 },
   ) {
     super();
     this.fileId = unlock && db.name !== ':memory:' ? fileIdentity(db.name) : undefined;
@@ -174,11 +172,12 @@ export class SqliteStore extends KeyTransitions implements StateStore {
       return token;
     };
     this.leases = new LocalLeases({
-      get: (scope) => this.guard(() => rows.getLease(scope)),
+      // The lease table is in memory (sqlite-journal.ts): reads cannot fail, only journaled changes can.
+      get: (scope) => rows.getLease(scope),
       grant: (scope, holder, expiresAt) => this.guard(() => rows.atomically(() => grant(scope, holder, expiresAt))),
       put: (scope, row) => this.guard(() => rows.atomically(() => rows.putLease(scope, row))),
       remove: (scope) => this.guard(() => rows.atomically(() => rows.putLease(scope, null))),
-      all: () => this.guard(() => rows.allLeases()),
+      all: () => rows.allLeases(),
     });
     if (unlock) {
       this.sweeper = setInterval(() => this.sweep(), SWEEP_EVERY_MS);
