@@ -24,7 +24,7 @@ import {
   UpstreamUnavailable,
 } from './errors.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
-import { routeServerRequest, sniffServerRequests } from './server-requests.js';
+import { LogOrigins, routeServerRequest, sniffStream } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
 function isEmptyObject(v: unknown): boolean {
@@ -127,6 +127,8 @@ export class Generation {
   private readonly pending = new Map<number, Pending>();
   /** HTTP: the upstream's own request id → the id of our request on whose response stream it arrived. */
   private readonly streamOrigin = new Map<string, number>();
+  /** HTTP: the log messages seen on our requests' response streams, not yet delivered by the SDK. */
+  private readonly logOrigins = new LogOrigins();
   private readonly byToken = new Map<string, Pending>();
   private nextId = 1;
   closed = false;
@@ -232,11 +234,14 @@ export class Generation {
     const declared = Number(res.headers.get('content-length') ?? Number.NaN);
     let seen = 0;
     const overflow = (bytes: number) => this.oversized(idsInBody(sentBody), bytes);
-    // Server requests arriving on a call's own SSE stream belong to that call: note which, before the SDK parses it.
+    // Server requests and log messages arriving on a call's own SSE stream belong to that call: note which, before the
+    // SDK parses them.
     const sniff = (res.headers.get('content-type') ?? '').includes('text/event-stream')
-      ? sniffServerRequests((serverId) => {
+      ? sniffStream((msg) => {
           const [origin] = idsInBody(sentBody);
-          if (origin !== undefined) this.streamOrigin.set(serverId, origin);
+          if (origin === undefined) return;
+          if (msg.id !== undefined) this.streamOrigin.set(msg.id, origin);
+          else if (msg.method === 'notifications/message') this.logOrigins.seen(msg.params, origin);
         })
       : undefined;
     if (declared > limit) {
@@ -545,7 +550,7 @@ export class Generation {
       return;
     }
     if (msg.method === 'notifications/message') {
-      const to = this.logRecipient();
+      const to = this.logRecipient(msg.params);
       to?.write(msg.params ?? {});
       this.onNotification?.(msg.method, msg.params, to?.agentId);
       return;
@@ -554,10 +559,13 @@ export class Generation {
   }
 
   /**
-   * Whose call a log message belongs to: the protocol does not say, so only when one agent has calls in flight here
-   * that can take it (its newest); else nobody in particular, and the sessions that asked for the level get it.
+   * Whose call a log message belongs to. Over HTTP, the call on whose response stream it came (if that call takes
+   * logs). Otherwise the protocol does not say, so only when one agent has calls in flight here that can take it (its
+   * newest); else nobody in particular, and the sessions that asked for the level get it.
    */
-  private logRecipient(): UpstreamRequestOptions['onLog'] {
+  private logRecipient(params: Record<string, unknown> | undefined): UpstreamRequestOptions['onLog'] {
+    const origin = this.logOrigins.take(params);
+    if (origin !== undefined) return this.pending.get(origin)?.onLog;
     let agent: string | undefined;
     let to: UpstreamRequestOptions['onLog'];
     for (const p of this.pending.values()) {

@@ -2,7 +2,9 @@
 // caused them (DESIGN.md section 13). Over HTTP the request arrives on the response stream of one of our requests,
 // which names the call. Over a shared stdio connection the protocol carries no link: the request goes to the one
 // agent with calls in flight there, and when several agents have, it is refused (never guessed), with a warning
-// that names `sharing: per-agent`.
+// that names `sharing: per-agent`. Log messages (notifications/message) are attributed the same way where they can be:
+// over HTTP by the stream they came on (LogOrigins).
+import stableStringify from 'safe-stable-stringify';
 import type { ServerRequestAsker } from './generation.js';
 
 export type Route =
@@ -47,11 +49,18 @@ export function routeServerRequest(
   };
 }
 
+/** A message with a method seen on a call's response stream: a request (it has an id) or a notification. */
+export interface SniffedMessage {
+  method: string;
+  id?: string;
+  params?: Record<string, unknown>;
+}
+
 /**
- * Watches an SSE byte stream for JSON-RPC requests (messages with a method and an id) and reports their ids. Events
- * may be split across chunks; only complete events are parsed.
+ * Watches an SSE byte stream for JSON-RPC messages that have a method (the upstream's requests and notifications) and
+ * reports each. Events may be split across chunks; only complete events are parsed.
  */
-export function sniffServerRequests(found: (id: string) => void): (chunk: Uint8Array) => void {
+export function sniffStream(found: (msg: SniffedMessage) => void): (chunk: Uint8Array) => void {
   const decoder = new TextDecoder();
   let buffer = '';
   return (chunk) => {
@@ -67,9 +76,15 @@ export function sniffServerRequests(found: (id: string) => void): (chunk: Uint8A
         .join('\n');
       if (data.includes('"method"')) {
         try {
-          const msg = JSON.parse(data) as { id?: unknown; method?: unknown };
-          if (typeof msg.method === 'string' && (typeof msg.id === 'string' || typeof msg.id === 'number'))
-            found(String(msg.id));
+          const msg = JSON.parse(data) as { id?: unknown; method?: unknown; params?: unknown };
+          if (typeof msg.method === 'string') {
+            const params =
+              msg.params !== null && typeof msg.params === 'object' && !Array.isArray(msg.params)
+                ? (msg.params as Record<string, unknown>)
+                : undefined;
+            const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
+            found({ method: msg.method, ...(id !== undefined ? { id } : {}), ...(params ? { params } : {}) });
+          }
         } catch {
           // not JSON: the SDK's parser will report it
         }
@@ -77,4 +92,43 @@ export function sniffServerRequests(found: (id: string) => void): (chunk: Uint8A
       end = buffer.search(/\r?\n\r?\n/);
     }
   };
+}
+
+/** A log message's identity for matching the sniffed copy to the parsed one: its level, logger and data, keys sorted. */
+const logContent = (params: Record<string, unknown> | undefined): string =>
+  stableStringify([params?.level ?? null, params?.logger ?? null, params?.data ?? null]) ?? '';
+
+/**
+ * HTTP: the call whose response stream carried each log message. The stream is read twice, by the sniffer above
+ * (which knows the stream) and then by the SDK (which delivers the parsed message without it), and several streams
+ * interleave between the two, so the parsed message is matched to its stream by content. Identical messages on
+ * several streams are taken first in, first out. Messages the SDK never delivers are forgotten past `cap`.
+ */
+export class LogOrigins {
+  private readonly byContent = new Map<string, number[]>();
+
+  constructor(private readonly cap = 1024) {}
+
+  get size(): number {
+    return this.byContent.size;
+  }
+
+  /** A log message was seen on the response stream of our request `origin`. */
+  seen(params: Record<string, unknown> | undefined, origin: number): void {
+    const key = logContent(params);
+    const queue = this.byContent.get(key);
+    if (queue) queue.push(origin);
+    else this.byContent.set(key, [origin]);
+    if (this.byContent.size > this.cap) this.byContent.delete(this.byContent.keys().next().value as string);
+  }
+
+  /** The request on whose stream this parsed log message arrived, when it came on one. */
+  take(params: Record<string, unknown> | undefined): number | undefined {
+    if (this.byContent.size === 0) return undefined;
+    const key = logContent(params);
+    const queue = this.byContent.get(key);
+    const origin = queue?.shift();
+    if (queue?.length === 0) this.byContent.delete(key);
+    return origin;
+  }
 }

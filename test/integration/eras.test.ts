@@ -9,6 +9,8 @@
 //   the reference server sends its requests on the session's standalone stream, not on the call's own);
 // - the upstream's requestState reaches a 2026 agent sealed: altered, or replayed by another agent, it is refused
 //   before anything reaches the upstream;
+// - an HTTP upstream's log messages reach the call whose response stream carried them, even when one agent has several
+//   calls in flight on the shared connection;
 // - a keyed write that came back input-required leaves its key open: the follow-up with the same key completes, and a
 //   later retry of the key replays that completion, never the InputRequiredResult.
 import assert from 'node:assert/strict';
@@ -18,7 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { Client as ClientV1 } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as TransportV1 } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, LoggingMessageNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { Redis } from 'ioredis';
 import { type BusProcess, startBus, tempDir } from '../helpers/bus-process.js';
 import { busErrorStrict, post, type ToolCallResult } from '../helpers/mcp-http.js';
@@ -93,6 +95,11 @@ upstreams:
     queueWaitMs: 100
     tools:
       test_input_required_result_request_state: { kind: read }
+  logs:
+    url: ${url}
+    protocol: "2025-11-25"
+    tools:
+      test_tool_with_logging: { kind: read }
   both:
     url: ${url}
     tools:
@@ -124,6 +131,41 @@ upstreams:
       assert.deepEqual(asked, ['Step 1: What is your name?', 'Step 2: What is your favorite color?']);
     } finally {
       await client.close();
+    }
+  });
+
+  it("an HTTP upstream's log messages reach the call whose stream carried them, among one agent's concurrent calls", async () => {
+    // Three sessions of one agent on one shared connection, calling at once: the protocol gives a log message no
+    // request id, but over HTTP it arrives on its call's response stream, and that names the call.
+    const sessions = await Promise.all(
+      [1, 2, 3].map(async (n) => {
+        const client = new ClientV1({ name: `eras-logs-${n}`, version: '1.0.0' });
+        const heard: string[] = [];
+        client.setNotificationHandler(LoggingMessageNotificationSchema, (note) => {
+          heard.push(String(note.params.data));
+        });
+        await client.connect(
+          new TransportV1(new URL(`${bus.url}/logs`), {
+            requestInit: { headers: { authorization: 'Bearer alice-token-1' } },
+          }),
+        );
+        await client.setLoggingLevel('info');
+        return { client, heard };
+      }),
+    );
+    try {
+      for (let round = 0; round < 3; round++) {
+        for (const s of sessions) s.heard.length = 0;
+        await Promise.all(sessions.map((s) => s.client.callTool({ name: 'test_tool_with_logging', arguments: {} })));
+        for (const s of sessions)
+          assert.deepEqual(
+            s.heard,
+            ['Tool execution started', 'Tool processing data', 'Tool execution completed'],
+            `round ${round}: each call hears its own three messages, once`,
+          );
+      }
+    } finally {
+      await Promise.all(sessions.map((s) => s.client.close()));
     }
   });
 
