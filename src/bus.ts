@@ -25,7 +25,7 @@ import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
 import { SecretRedactor } from './observe/redact.js';
 import { Timeline } from './observe/timeline.js';
-import { Tracer, tracerOptionsFromEnv } from './observe/tracing.js';
+import { startTracing, type Tracer } from './observe/tracing.js';
 import { UpstreamTrails } from './observe/upstream-trail.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
@@ -147,7 +147,7 @@ export class Bus {
     }
     for (const [name, ucfg] of Object.entries(cfg.upstreams)) this.addUpstream(name, ucfg);
     this.directory = new UpstreamDirectory(() => this.directoryUpstreams());
-    this.tracer = this.startTracing();
+    this.tracer = await this.startTracing();
     const runner = createCallRunner(this.services(), this.recent, {
       timeline: this.timeline,
       ...(this.tracer ? { tracer: this.tracer } : {}),
@@ -245,20 +245,15 @@ export class Bus {
   }
 
   /** OpenTelemetry export, only when the standard OTEL_* variables name an OTLP endpoint. */
-  private startTracing(): Tracer | undefined {
-    const { options, problem } = tracerOptionsFromEnv(process.env, toolbusVersion());
-    if (problem) this.logger.warn({ problem }, 'tracing stays off');
-    if (!options) return undefined;
+  private async startTracing(): Promise<Tracer | undefined> {
     let lastReport = 0;
-    const tracer = new Tracer({
-      ...options,
-      onExportError: (err) => {
-        if (Date.now() - lastReport < 60_000) return;
-        lastReport = Date.now();
-        this.logger.warn({ err: err.message }, 'trace export failed; spans dropped');
-      },
+    const { tracer, endpoint, protocol, problem } = await startTracing(toolbusVersion(), (err) => {
+      if (Date.now() - lastReport < 60_000) return;
+      lastReport = Date.now();
+      this.logger.warn({ err: err.message }, 'trace export failed; spans dropped');
     });
-    this.logger.info({ endpoint: options.endpoint }, 'tracing on: exporting OTLP/HTTP JSON');
+    if (problem) this.logger.warn({ problem }, tracer ? 'tracing: a setting was ignored' : 'tracing stays off');
+    if (tracer) this.logger.info({ endpoint, protocol }, 'tracing on: exporting OTLP/HTTP');
     return tracer;
   }
 

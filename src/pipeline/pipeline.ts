@@ -3,7 +3,7 @@
 import { BusError, errorResult, toBusError } from '../errors.js';
 import type { RecentEvents } from '../observe/recent.js';
 import type { Timeline } from '../observe/timeline.js';
-import { type CallSpan, preciseNow, SpanKind, type Tracer } from '../observe/tracing.js';
+import { type CallSpan, preciseNow, type Tracer } from '../observe/tracing.js';
 import { UpstreamProtocolRefusal } from '../upstreams/errors.js';
 import { compose, type Stage } from './compose.js';
 import type { CallContext, ToolResult } from './context.js';
@@ -51,15 +51,12 @@ function phase(name: CallPhase, stage: Stage): Stage {
   return function marked(ctx, next) {
     const m = marks.get(ctx);
     if (m) {
-      m.entered[name] = preciseNow();
+      const now = preciseNow();
+      m.entered[name] = now;
       m.onEnter(name);
       if (name === 'upstream' && m.span) {
         // The agent's meta is copied to the upstream by forward; ours replaces its traceparent with our span's.
-        (ctx as { meta: Record<string, unknown> | undefined }).meta = {
-          ...ctx.meta,
-          traceparent: m.span.upstreamTraceparent(),
-          ...(m.span.traceState ? { tracestate: m.span.traceState } : {}),
-        };
+        (ctx as { meta: Record<string, unknown> | undefined }).meta = { ...ctx.meta, ...m.span.startUpstream(now) };
       }
     }
     return stage(ctx, next);
@@ -176,13 +173,8 @@ export function createCallRunner(
         ...(code ? { code } : {}),
       });
       if (span) {
-        const children: Parameters<CallSpan['end']>[2] = [];
-        if (takesLeases && tLease !== undefined)
-          children.push({ name: 'lease wait', kind: SpanKind.INTERNAL, startMs: tLease, endMs: tQueue ?? ended });
-        if (tQueue !== undefined)
-          children.push({ name: 'queue wait', kind: SpanKind.INTERNAL, startMs: tQueue, endMs: tUp ?? ended });
-        if (tUp !== undefined && ctx.dispatch.sent)
-          children.push({ name: 'upstream call', kind: SpanKind.CLIENT, startMs: tUp, endMs: ended, upstream: true });
+        if (takesLeases && tLease !== undefined) span.waited('lease wait', tLease, tQueue ?? ended);
+        if (tQueue !== undefined) span.waited('queue wait', tQueue, tUp ?? ended);
         span.end(
           ended,
           {
@@ -195,7 +187,7 @@ export function createCallRunner(
             'toolbus.idempotency_key_present': ctx.key !== undefined,
             ...(code ? { 'error.type': code } : {}),
           },
-          children,
+          ctx.dispatch.sent,
           ctx.outcome === 'ok' || ctx.outcome === 'replayed' || ctx.outcome === 'joined' ? undefined : ctx.outcome,
         );
       }

@@ -1,6 +1,7 @@
-// OpenTelemetry traces end to end: the bus exports OTLP/HTTP JSON to a collector this test runs on loopback, continues
-// the agent's W3C traceparent (from `_meta` or the HTTP header) and hands the upstream a traceparent naming the
-// upstream-call span. Off by default: without OTEL_* variables nothing is exported.
+// OpenTelemetry traces end to end: the bus exports OTLP/HTTP (JSON here, and protobuf, the default, in one test) to a
+// collector this test runs on loopback, continues the agent's W3C traceparent (from `_meta` or the HTTP header) and
+// hands the upstream a traceparent naming the upstream-call span. Off by default: without OTEL_* variables nothing is
+// exported.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { parseTraceparent } from '../../src/observe/tracing.js';
 import { type BusProcess, LAB_SERVER, startBus, tempDir } from '../helpers/bus-process.js';
 import { AgentClient, post } from '../helpers/mcp-http.js';
+import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/wait.js';
 
 interface Span {
@@ -53,6 +55,7 @@ describe('OpenTelemetry tracing', () => {
   const dir = tempDir();
   const bodies: Record<string, unknown>[] = [];
   const paths: string[] = [];
+  const protobufBodies: Buffer[] = [];
   let collector: Server;
   let bus: BusProcess;
   let agent: AgentClient;
@@ -63,13 +66,18 @@ describe('OpenTelemetry tracing', () => {
 
   before(async () => {
     collector = createServer((req, res) => {
-      let text = '';
-      req.setEncoding('utf8').on('data', (d: string) => {
-        text += d;
-      });
+      const chunks: Buffer[] = [];
+      req.on('data', (d: Buffer) => chunks.push(d));
       req.on('end', () => {
-        paths.push(`${req.method} ${req.url} ${req.headers['content-type']} ${req.headers['x-collector-key']}`);
-        bodies.push(JSON.parse(text) as Record<string, unknown>);
+        const type = req.headers['content-type'] ?? '';
+        const body = Buffer.concat(chunks);
+        if (type === 'application/x-protobuf') {
+          protobufBodies.push(body);
+          res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+          return;
+        }
+        paths.push(`${req.method} ${req.url} ${type} ${req.headers['x-collector-key']}`);
+        bodies.push(JSON.parse(body.toString('utf8')) as Record<string, unknown>);
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       });
     });
@@ -158,6 +166,48 @@ describe('OpenTelemetry tracing', () => {
     await waitFor(() => spans().some((s) => s.status.code === 2 && s.status.message === 'validation'), 5000);
   });
 
+  it('exports OTLP protobuf when no protocol is set (the specification default)', async () => {
+    const port = (collector.address() as { port: number }).port;
+    const proto = await startBus(yaml(tempDir()), {
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_BSP_SCHEDULE_DELAY: '100' },
+    });
+    try {
+      const trace = 'cccc0000dddd1111eeee2222ffff3333';
+      await new AgentClient(proto.url, 'tracing-agent-token').call(
+        'lab__get_meta',
+        {},
+        { traceparent: `00-${trace}-${AGENT_SPAN}-01` },
+      );
+      // Protobuf carries ids as raw bytes and names as UTF-8: both are in the body the collector got.
+      const has = (b: Buffer) => b.includes(Buffer.from(trace, 'hex')) && b.includes('tools/call lab__get_meta');
+      await waitFor(() => protobufBodies.some(has), 5000, 'a protobuf export with the call span');
+      assert.match(proto.stderr(), /tracing on/);
+    } finally {
+      await proto.stop();
+    }
+  });
+
+  it('a collector that is down costs only dropped spans and one warning, which names no header', async () => {
+    const port = await freePort();
+    const down = await startBus(yaml(tempDir()), {
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20collector-secret-7781',
+        OTEL_BSP_SCHEDULE_DELAY: '100',
+        OTEL_EXPORTER_OTLP_TIMEOUT: '500',
+      },
+    });
+    try {
+      const agentDown = new AgentClient(down.url, 'tracing-agent-token');
+      for (let i = 0; i < 3; i++) assert.ok(await agentDown.call('lab__get_meta', {}));
+      await waitFor(() => /trace export failed/.test(down.stderr()), 10_000, 'the export warning');
+      assert.equal(down.stderr().match(/trace export failed/g)?.length, 1, 'once a minute at most');
+      assert.doesNotMatch(down.stderr(), /collector-secret-7781/);
+    } finally {
+      await down.stop();
+    }
+  });
+
   it('is off by default: a bus without OTEL_* variables exports nothing, yet passes the agent traceparent on', async () => {
     const quiet = await startBus(yaml(tempDir()));
     try {
@@ -183,7 +233,7 @@ describe('W3C traceparent parsing', () => {
     assert.deepEqual(parseTraceparent(`00-${AGENT_TRACE}-${AGENT_SPAN}-01`), {
       traceId: AGENT_TRACE,
       spanId: AGENT_SPAN,
-      flags: 1,
+      traceFlags: 1,
     });
     assert.equal(parseTraceparent(`00-${'0'.repeat(32)}-${AGENT_SPAN}-01`), undefined);
     assert.equal(parseTraceparent(`00-${AGENT_TRACE}-${'0'.repeat(16)}-01`), undefined);
