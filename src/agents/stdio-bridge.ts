@@ -2,6 +2,8 @@
 // posts each to the bus's /mcp with the agent's bearer token, and writes every response and notification back as
 // lines on stdout. The bus does all the work; the bridge only moves messages.
 import { createInterface } from 'node:readline';
+import type { EventSourceMessage } from 'eventsource-parser';
+import { EventSourceParserStream } from 'eventsource-parser/stream';
 
 export interface BridgeOptions {
   url: string;
@@ -13,24 +15,10 @@ export interface BridgeOptions {
   retryForMs?: number;
 }
 
+/** The data of each event of an SSE response body (eventsource-parser does the framing). */
 async function* sseMessages(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end = buffer.indexOf('\n\n');
-    while (end !== -1) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = event
-        .split('\n')
-        .filter((l) => l.startsWith('data:'))
-        .map((l) => l.slice(5).trimStart())
-        .join('\n');
-      if (data) yield data;
-      end = buffer.indexOf('\n\n');
-    }
-  }
+  const events = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+  for await (const event of events as unknown as AsyncIterable<EventSourceMessage>) if (event.data) yield event.data;
 }
 
 /** A connection refused means nothing was sent: safe to try again while the bus restarts. */

@@ -4,6 +4,7 @@
 // agent with calls in flight there, and when several agents have, it is refused (never guessed), with a warning
 // that names `sharing: per-agent`. Log messages (notifications/message) are attributed the same way where they can be:
 // over HTTP by the stream they came on (LogOrigins).
+import { createParser } from 'eventsource-parser';
 import stableStringify from 'safe-stable-stringify';
 import type { ServerRequestAsker } from './generation.js';
 
@@ -58,40 +59,29 @@ export interface SniffedMessage {
 
 /**
  * Watches an SSE byte stream for JSON-RPC messages that have a method (the upstream's requests and notifications) and
- * reports each. Events may be split across chunks; only complete events are parsed.
+ * reports each. Events may be split across chunks; only complete events are parsed. The SSE framing is
+ * eventsource-parser's, which reads each byte once however the stream is cut (a large result arrives in many chunks).
  */
 export function sniffStream(found: (msg: SniffedMessage) => void): (chunk: Uint8Array) => void {
   const decoder = new TextDecoder();
-  let buffer = '';
-  return (chunk) => {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end = buffer.search(/\r?\n\r?\n/);
-    while (end !== -1) {
-      const event = buffer.slice(0, end);
-      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
-      const data = event
-        .split(/\r?\n/)
-        .filter((l) => l.startsWith('data:'))
-        .map((l) => l.slice(5).trimStart())
-        .join('\n');
-      if (data.includes('"method"')) {
-        try {
-          const msg = JSON.parse(data) as { id?: unknown; method?: unknown; params?: unknown };
-          if (typeof msg.method === 'string') {
-            const params =
-              msg.params !== null && typeof msg.params === 'object' && !Array.isArray(msg.params)
-                ? (msg.params as Record<string, unknown>)
-                : undefined;
-            const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
-            found({ method: msg.method, ...(id !== undefined ? { id } : {}), ...(params ? { params } : {}) });
-          }
-        } catch {
-          // not JSON: the SDK's parser will report it
-        }
+  const parser = createParser({
+    onEvent(event) {
+      if (!event.data.includes('"method"')) return;
+      try {
+        const msg = JSON.parse(event.data) as { id?: unknown; method?: unknown; params?: unknown };
+        if (typeof msg.method !== 'string') return;
+        const params =
+          msg.params !== null && typeof msg.params === 'object' && !Array.isArray(msg.params)
+            ? (msg.params as Record<string, unknown>)
+            : undefined;
+        const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
+        found({ method: msg.method, ...(id !== undefined ? { id } : {}), ...(params ? { params } : {}) });
+      } catch {
+        // not JSON: the SDK's parser will report it
       }
-      end = buffer.search(/\r?\n\r?\n/);
-    }
-  };
+    },
+  });
+  return (chunk) => parser.feed(decoder.decode(chunk, { stream: true }));
 }
 
 /** A log message's identity for matching the sniffed copy to the parsed one: its level, logger and data, keys sorted. */
