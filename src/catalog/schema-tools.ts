@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import { LRUCache } from 'lru-cache';
 import { RE2JS } from 're2js';
 
 type JsonObject = Record<string, unknown>;
@@ -15,9 +16,6 @@ type FormatPlugin = (ajv: unknown) => unknown;
 const formatsExport = addFormatsModule as unknown as FormatPlugin | { default: FormatPlugin };
 const applyFormats: FormatPlugin = typeof formatsExport === 'function' ? formatsExport : formatsExport.default;
 
-/** Every pattern RE2 refused so far (Ajv compiles each distinct pattern once per engine, so this is remembered). */
-const unsupportedPatterns = new Set<string>();
-
 // Ajv keys its cache of compiled patterns by the engine object's toString(): it must name the pattern.
 function re2Engine(pattern: string): { test: (s: string) => boolean; toString: () => string } {
   const name = () => `re2:${pattern}`;
@@ -25,7 +23,7 @@ function re2Engine(pattern: string): { test: (s: string) => boolean; toString: (
   try {
     re = RE2JS.compile(RE2JS.translateRegExp(pattern));
   } catch {
-    unsupportedPatterns.add(pattern);
+    engines.unsupported.add(pattern);
     return { test: () => true, toString: name };
   }
   return { test: (s) => re.matcher(s).find(), toString: name };
@@ -39,10 +37,31 @@ const ajvOptions = {
   validateFormats: true,
   code: { regExp: re2Engine as ((pattern: string, u: string) => { test: (s: string) => boolean }) & { code: string } },
 } as const;
-const ajv2020 = new Ajv2020(ajvOptions);
-const ajv07 = new Ajv(ajvOptions);
-applyFormats(ajv2020);
-applyFormats(ajv07);
+
+/**
+ * At most this many compiled validators are kept (the least recently used goes first), and a pair of Ajv engines
+ * compiles at most this many before a fresh pair takes over: Ajv keeps every pattern it compiled for the engine's
+ * lifetime, so an upstream that keeps changing its schemas would otherwise grow memory without bound. An old pair is
+ * freed once the last of its validators is forgotten.
+ */
+export const MAX_VALIDATORS = 2048;
+
+interface Engines {
+  ajv2020: Ajv2020;
+  ajv07: Ajv;
+  /** Every pattern RE2 refused on this pair (Ajv compiles each distinct pattern once per engine). */
+  unsupported: Set<string>;
+  compiled: number;
+}
+
+function newEngines(): Engines {
+  const pair = { ajv2020: new Ajv2020(ajvOptions), ajv07: new Ajv(ajvOptions), unsupported: new Set<string>() };
+  applyFormats(pair.ajv2020);
+  applyFormats(pair.ajv07);
+  return { ...pair, compiled: 0 };
+}
+
+let engines = newEngines();
 
 const MAX_SCHEMA_BYTES = 256 * 1024;
 const MAX_SCHEMA_DEPTH = 48;
@@ -108,7 +127,15 @@ export interface CompiledValidator {
   droppedPatterns: readonly string[];
 }
 
-const cache = new Map<string, CompiledValidator>();
+const cache = new LRUCache<string, CompiledValidator & { release: () => void }>({
+  max: MAX_VALIDATORS,
+  dispose: (v) => v.release(),
+});
+
+/** Compiled validators kept now (for tests). */
+export function validatorsKept(): number {
+  return cache.size;
+}
 
 /** One compiled validator per distinct schema text and draft; throws with a readable reason on a bad schema. */
 export function compileValidator(schema: JsonObject): CompiledValidator {
@@ -118,20 +145,25 @@ export function compileValidator(schema: JsonObject): CompiledValidator {
   if (hit) return hit;
   const problem = schemaProblem(schema);
   if (problem) throw new Error(problem);
+  if (engines.compiled >= MAX_VALIDATORS) engines = newEngines();
+  const pair = engines;
+  pair.compiled++;
   const draft = typeof schema.$schema === 'string' ? schema.$schema : '';
   // The $schema/$id keys are dropped so Ajv never tries to resolve a meta-schema or register ids across tools.
   const { $schema: _s, $id: _i, ...body } = schema;
   const engine =
-    draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? ajv07 : ajv2020;
+    draft.includes('draft-07') || draft.includes('draft-06') || draft.includes('draft-04') ? pair.ajv07 : pair.ajv2020;
   const fn = engine.compile(body);
+  const release = () => engine.removeSchema(body);
   // A schema that refers to itself without consuming input ({"$ref": "#"}) recurses until the stack overflows.
   try {
     fn({});
   } catch {
+    release();
     throw new Error('schema recurses without end (a $ref that refers back to itself)');
   }
-  const droppedPatterns = [...unsupportedPatterns].filter((p) => text.includes(JSON.stringify(p)));
-  const compiled = { validate: fn, droppedPatterns };
+  const droppedPatterns = [...pair.unsupported].filter((p) => text.includes(JSON.stringify(p)));
+  const compiled = { validate: fn, droppedPatterns, release };
   cache.set(id, compiled);
   return compiled;
 }
