@@ -1,18 +1,11 @@
-// Canonical JSON (keys sorted at every level, RFC 8785 style for the values JSON.stringify already writes
-// canonically) and the SHA-256 fingerprint of a call's arguments.
+// Canonical JSON (keys sorted at every level, no whitespace; values as JSON.stringify writes them) and the SHA-256
+// fingerprint of a call's arguments, which the store keeps beside a key: its bytes may never change between versions
+// (test/unit/canonical-json.test.ts pins them). safe-stable-stringify does the writing.
 import { createHash } from 'node:crypto';
+import stableStringify from 'safe-stable-stringify';
 
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const keys = Object.keys(value as Record<string, unknown>).sort();
-  const parts: string[] = [];
-  for (const k of keys) {
-    const v = (value as Record<string, unknown>)[k];
-    if (v === undefined) continue;
-    parts.push(`${JSON.stringify(k)}:${canonicalJson(v)}`);
-  }
-  return `{${parts.join(',')}}`;
+  return stableStringify(value) ?? 'null';
 }
 
 export function fingerprint(args: unknown): string {
