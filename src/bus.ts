@@ -97,7 +97,7 @@ export class Bus {
     });
     this.live = new LiveReload({
       logger: this.logger,
-      files: () => this.loaded.secretFiles,
+      files: () => [...(this.loaded.path ? [this.loaded.path] : []), ...this.loaded.secretFiles],
       apply: (reason) => this.applyConfig(reason),
     });
   }

@@ -1,5 +1,5 @@
-// When the running config is read again: on SIGHUP, and when a secret file it references changes (debounced:
-// editors and secret managers replace files, so any event on one counts). Reloads run one at a time, in order, so
+// When the running config is read again: on SIGHUP, and when the config file or a secret file it references changes
+// (debounced: editors and secret managers replace files, so any event on one counts). Reloads run one at a time, in order, so
 // two can never race on an upstream; a reload that could not apply everything is tried again a little later.
 import { type FSWatcher, watch } from 'node:fs';
 import type { Logger } from 'pino';
@@ -11,7 +11,7 @@ const RETRY_MS = 5000;
 
 export interface LiveReloadOptions {
   logger: Logger;
-  /** The secret files the running config references (watched again after each reload). */
+  /** The config file and the secret files it references (watched again after each reload). */
   files: () => readonly string[];
   /** Reads the config again and applies it; true when something could not be applied and it should be retried. */
   apply: (reason: string) => Promise<boolean>;
@@ -27,7 +27,7 @@ export class LiveReload {
 
   constructor(private readonly opts: LiveReloadOptions) {}
 
-  /** Starts listening for SIGHUP and watching the secret files. */
+  /** Starts listening for SIGHUP and watching the files. */
   start(): void {
     process.on('SIGHUP', this.onSighup);
     this.watchFiles();
@@ -69,7 +69,7 @@ export class LiveReload {
       try {
         this.watchers.push(watch(file, () => this.fileChanged()));
       } catch (err) {
-        this.opts.logger.warn({ err, file }, 'cannot watch secret file; send SIGHUP after rotating it');
+        this.opts.logger.warn({ err, file }, 'cannot watch file; send SIGHUP after changing it');
       }
     }
   }

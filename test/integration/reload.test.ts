@@ -209,4 +209,27 @@ describe('live reload', () => {
       keep.destroy();
     }
   });
+  it('an edit of the config file alone, with no SIGHUP, is applied; a broken edit is refused and changes nothing', async () => {
+    const seen = bus.stderr().length;
+    writeFileSync(
+      file,
+      config({
+        tickets: true,
+        agents: '  - { id: a, token: "reload-token-a" }\n  - { id: e, token: "reload-token-e" }',
+      }),
+    );
+    await waitFor(() => /config reloaded/.test(bus.stderr().slice(seen)), 10_000, 'a reload from the file watch');
+    assert.match(bus.stderr().slice(seen), /"reason":"file changed"/);
+    assert.equal(
+      (await new AgentClient(bus.url, 'reload-token-e').call('lab__echo', { text: 'e' })).isError,
+      undefined,
+    );
+    const before = bus.stderr().length;
+    writeFileSync(file, 'upstreams: [not, a, map');
+    await waitFor(() => /keeping the running config/.test(bus.stderr().slice(before)), 10_000, 'a refused reload');
+    assert.equal(
+      (await new AgentClient(bus.url, 'reload-token-e').call('lab__echo', { text: 'e' })).isError,
+      undefined,
+    );
+  });
 });
