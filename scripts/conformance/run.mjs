@@ -27,6 +27,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -44,40 +45,37 @@ export const LEGS = {
   'bus-mcp': 'toolbus /mcp (aggregated)',
 };
 
-function parseArgs(argv) {
+function readOptions(argv) {
+  const { values } = parseArgs({
+    args: argv.slice(2),
+    strict: true,
+    options: {
+      sets: { type: 'string' },
+      legs: { type: 'string' },
+      jobs: { type: 'string' },
+      json: { type: 'string' },
+      markdown: { type: 'string' },
+      'no-markdown': { type: 'boolean' },
+      'direct-only': { type: 'boolean' },
+      'via-bus': { type: 'string' },
+      token: { type: 'string' },
+      config: { type: 'string' },
+      timeout: { type: 'string' },
+      'bus-defaults': { type: 'boolean' },
+    },
+  });
   const opts = {
-    sets: SETS,
-    legs: Object.keys(LEGS),
-    jobs: 4,
-    json: join(ROOT, 'bench/results/conformance.json'),
-    markdown: join(ROOT, 'docs/conformance.md'),
-    viaBus: undefined,
-    token: undefined,
-    config: undefined,
-    timeoutMs: 30_000,
-    busDefaults: false,
+    sets: values.sets?.split(',') ?? SETS,
+    legs: values['direct-only'] ? ['direct'] : (values.legs?.split(',') ?? Object.keys(LEGS)),
+    jobs: values.jobs ? Math.max(1, Number(values.jobs)) : 4,
+    json: resolve(values.json ?? join(ROOT, 'bench/results/conformance.json')),
+    markdown: values['no-markdown'] ? undefined : resolve(values.markdown ?? join(ROOT, 'docs/conformance.md')),
+    viaBus: values['via-bus'],
+    token: values.token,
+    config: values.config ? resolve(values.config) : undefined,
+    timeoutMs: values.timeout ? Number(values.timeout) : 30_000,
+    busDefaults: values['bus-defaults'] ?? false,
   };
-  for (let i = 2; i < argv.length; i++) {
-    const a = argv[i];
-    const next = () => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
-    if (a === '--sets') opts.sets = next().split(',');
-    else if (a === '--legs') opts.legs = next().split(',');
-    else if (a === '--jobs') opts.jobs = Math.max(1, Number(next()));
-    else if (a === '--json') opts.json = resolve(next());
-    else if (a === '--markdown') opts.markdown = resolve(next());
-    else if (a === '--no-markdown') opts.markdown = undefined;
-    else if (a === '--direct-only') opts.legs = ['direct'];
-    else if (a === '--via-bus') opts.viaBus = next();
-    else if (a === '--token') opts.token = next();
-    else if (a === '--config') opts.config = resolve(next());
-    else if (a === '--timeout') opts.timeoutMs = Number(next());
-    else if (a === '--bus-defaults') opts.busDefaults = true;
-    else throw new Error(`unknown option ${a}`);
-  }
   for (const l of opts.legs) if (!(l in LEGS) && l !== 'bus') throw new Error(`unknown leg ${l}`);
   return opts;
 }
@@ -397,7 +395,7 @@ export function markdown(report) {
 }
 
 async function main() {
-  const opts = parseArgs(process.argv);
+  const opts = readOptions(process.argv);
   if (!existsSync(REFERENCE)) throw new Error('dist/ is missing: run `npm run build` first');
   const children = [];
   const closers = [];
