@@ -24,7 +24,7 @@ import {
   UpstreamUnavailable,
 } from './errors.js';
 import type { UpstreamAuth } from './oauth/upstream-auth.js';
-import { LogOrigins, routeServerRequest, sniffStream } from './server-requests.js';
+import { routeServerRequest, watchSseStream } from './server-requests.js';
 import { LocalSendError, StdioLink } from './stdio-link.js';
 
 function isEmptyObject(v: unknown): boolean {
@@ -127,8 +127,6 @@ export class Generation {
   private readonly pending = new Map<number, Pending>();
   /** HTTP: the upstream's own request id → the id of our request on whose response stream it arrived. */
   private readonly streamOrigin = new Map<string, number>();
-  /** HTTP: the log messages seen on our requests' response streams, not yet delivered by the SDK. */
-  private readonly logOrigins = new LogOrigins();
   private readonly byToken = new Map<string, Pending>();
   private nextId = 1;
   closed = false;
@@ -234,14 +232,24 @@ export class Generation {
     const declared = Number(res.headers.get('content-length') ?? Number.NaN);
     let seen = 0;
     const overflow = (bytes: number) => this.oversized(idsInBody(sentBody), bytes);
-    // Server requests and log messages arriving on a call's own SSE stream belong to that call: note which, before the
-    // SDK parses them.
-    const sniff = (res.headers.get('content-type') ?? '').includes('text/event-stream')
-      ? sniffStream((msg) => {
-          const [origin] = idsInBody(sentBody);
-          if (origin === undefined) return;
-          if (msg.id !== undefined) this.streamOrigin.set(msg.id, origin);
-          else if (msg.method === 'notifications/message') this.logOrigins.seen(msg.params, origin);
+    // Server requests and log messages arriving on a call's own SSE stream belong to that call: requests are noted
+    // before the SDK parses them, log messages go to the call from here (the SDK never sees them).
+    let origin: number | null | undefined;
+    const call = () => (origin ??= idsInBody(sentBody)[0] ?? null);
+    const watch = (res.headers.get('content-type') ?? '').includes('text/event-stream')
+      ? watchSseStream({
+          onRequest: (serverId) => {
+            const id = call();
+            if (id !== null) this.streamOrigin.set(serverId, id);
+          },
+          onLog: (params) => {
+            const id = call();
+            const p = id === null ? undefined : this.pending.get(id);
+            // A call already settled (or a stream not ours): the message takes the SDK's way and the usual rule.
+            if (!p) return false;
+            this.relayLog(params, p.onLog);
+            return true;
+          },
         })
       : undefined;
     if (declared > limit) {
@@ -258,8 +266,12 @@ export class Generation {
             controller.error(new Error('result too large'));
             return;
           }
-          sniff?.(chunk);
-          controller.enqueue(chunk);
+          if (!watch) {
+            controller.enqueue(chunk);
+            return;
+          }
+          const rest = watch(chunk);
+          if (rest) controller.enqueue(rest);
         },
       }),
     );
@@ -550,22 +562,24 @@ export class Generation {
       return;
     }
     if (msg.method === 'notifications/message') {
-      const to = this.logRecipient(msg.params);
-      to?.write(msg.params ?? {});
-      this.onNotification?.(msg.method, msg.params, to?.agentId);
+      this.relayLog(msg.params ?? {}, this.logRecipient());
       return;
     }
     if (msg.method) this.onNotification?.(msg.method, msg.params);
   }
 
+  /** A log message to the call it belongs to (`to`, when known), and to the sessions that asked for its level. */
+  private relayLog(params: Record<string, unknown>, to: UpstreamRequestOptions['onLog']): void {
+    to?.write(params);
+    this.onNotification?.('notifications/message', params, to?.agentId);
+  }
+
   /**
-   * Whose call a log message belongs to. Over HTTP, the call on whose response stream it came (if that call takes
-   * logs). Otherwise the protocol does not say, so only when one agent has calls in flight here that can take it (its
-   * newest); else nobody in particular, and the sessions that asked for the level get it.
+   * Whose call a log message belongs to when it did not come on a call's own stream (over HTTP those go straight to
+   * their call: see capped): the protocol does not say, so only when one agent has calls in flight here that can take
+   * it (its newest); else nobody in particular, and the sessions that asked for the level get it.
    */
-  private logRecipient(params: Record<string, unknown> | undefined): UpstreamRequestOptions['onLog'] {
-    const origin = this.logOrigins.take(params);
-    if (origin !== undefined) return this.pending.get(origin)?.onLog;
+  private logRecipient(): UpstreamRequestOptions['onLog'] {
     let agent: string | undefined;
     let to: UpstreamRequestOptions['onLog'];
     for (const p of this.pending.values()) {

@@ -3,9 +3,8 @@
 // which names the call. Over a shared stdio connection the protocol carries no link: the request goes to the one
 // agent with calls in flight there, and when several agents have, it is refused (never guessed), with a warning
 // that names `sharing: per-agent`. Log messages (notifications/message) are attributed the same way where they can be:
-// over HTTP by the stream they came on (LogOrigins).
-import { createParser } from 'eventsource-parser';
-import stableStringify from 'safe-stable-stringify';
+// over HTTP by the stream they came on (watchSseStream).
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import type { ServerRequestAsker } from './generation.js';
 
 export type Route =
@@ -50,75 +49,68 @@ export function routeServerRequest(
   };
 }
 
-/** A message with a method seen on a call's response stream: a request (it has an id) or a notification. */
-export interface SniffedMessage {
-  method: string;
-  id?: string;
-  params?: Record<string, unknown>;
+/** What the bus takes from a call's SSE response stream before the SDK parses the rest. */
+export interface StreamWatch {
+  /** A request of the upstream (a message with a method and an id) arrived on this stream. */
+  onRequest(id: string): void;
+  /** A log message arrived on this stream: true when it was delivered, and so is taken out of the stream. */
+  onLog(params: Record<string, unknown>): boolean;
+}
+
+function sseEvent(event: EventSourceMessage): string {
+  let text = '';
+  if (event.id !== undefined) text += `id: ${event.id}\n`;
+  if (event.event !== undefined) text += `event: ${event.event}\n`;
+  for (const line of event.data.split('\n')) text += `data: ${line}\n`;
+  return `${text}\n`;
 }
 
 /**
- * Watches an SSE byte stream for JSON-RPC messages that have a method (the upstream's requests and notifications) and
- * reports each. Events may be split across chunks; only complete events are parsed. The SSE framing is
- * eventsource-parser's, which reads each byte once however the stream is cut (a large result arrives in many chunks).
+ * Reads a call's SSE response stream before the SDK does and returns, chunk by chunk, what the SDK should read: the
+ * same events written again, less the log messages `watch.onLog` took. The stream names its call, which neither the
+ * upstream's requests nor its log messages do: requests are noted by id for routing (their answers need the SDK's
+ * transport), log messages go straight to the call. The framing is eventsource-parser's, which reads each byte once
+ * however the stream is cut (a large result arrives in many chunks). Comments are dropped; ids and retry hints kept.
+ * (A log event that carried an id is dropped with it: after a reconnection the upstream may send that one again.)
  */
-export function sniffStream(found: (msg: SniffedMessage) => void): (chunk: Uint8Array) => void {
+export function watchSseStream(watch: StreamWatch): (chunk: Uint8Array) => Uint8Array | undefined {
   const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  let out = '';
   const parser = createParser({
     onEvent(event) {
-      if (!event.data.includes('"method"')) return;
-      try {
-        const msg = JSON.parse(event.data) as { id?: unknown; method?: unknown; params?: unknown };
-        if (typeof msg.method !== 'string') return;
-        const params =
-          msg.params !== null && typeof msg.params === 'object' && !Array.isArray(msg.params)
-            ? (msg.params as Record<string, unknown>)
-            : undefined;
-        const id = typeof msg.id === 'string' || typeof msg.id === 'number' ? String(msg.id) : undefined;
-        found({ method: msg.method, ...(id !== undefined ? { id } : {}), ...(params ? { params } : {}) });
-      } catch {
-        // not JSON: the SDK's parser will report it
+      if (event.data.includes('"method"')) {
+        let msg: { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown } | undefined;
+        try {
+          msg = JSON.parse(event.data) as typeof msg;
+        } catch {
+          // not JSON: the SDK's parser will report it
+        }
+        if (msg && typeof msg.method === 'string') {
+          if (typeof msg.id === 'string' || typeof msg.id === 'number') watch.onRequest(String(msg.id));
+          else if (
+            msg.method === 'notifications/message' &&
+            msg.jsonrpc === '2.0' &&
+            (event.event === undefined || event.event === 'message') &&
+            msg.params !== null &&
+            typeof msg.params === 'object' &&
+            !Array.isArray(msg.params) &&
+            watch.onLog(msg.params as Record<string, unknown>)
+          )
+            return;
+        }
       }
+      out += sseEvent(event);
+    },
+    onRetry(ms) {
+      out += `retry: ${ms}\n\n`;
     },
   });
-  return (chunk) => parser.feed(decoder.decode(chunk, { stream: true }));
-}
-
-/** A log message's identity for matching the sniffed copy to the parsed one: its level, logger and data, keys sorted. */
-const logContent = (params: Record<string, unknown> | undefined): string =>
-  stableStringify([params?.level ?? null, params?.logger ?? null, params?.data ?? null]) ?? '';
-
-/**
- * HTTP: the call whose response stream carried each log message. The stream is read twice, by the sniffer above
- * (which knows the stream) and then by the SDK (which delivers the parsed message without it), and several streams
- * interleave between the two, so the parsed message is matched to its stream by content. Identical messages on
- * several streams are taken first in, first out. Messages the SDK never delivers are forgotten past `cap`.
- */
-export class LogOrigins {
-  private readonly byContent = new Map<string, number[]>();
-
-  constructor(private readonly cap = 1024) {}
-
-  get size(): number {
-    return this.byContent.size;
-  }
-
-  /** A log message was seen on the response stream of our request `origin`. */
-  seen(params: Record<string, unknown> | undefined, origin: number): void {
-    const key = logContent(params);
-    const queue = this.byContent.get(key);
-    if (queue) queue.push(origin);
-    else this.byContent.set(key, [origin]);
-    if (this.byContent.size > this.cap) this.byContent.delete(this.byContent.keys().next().value as string);
-  }
-
-  /** The request on whose stream this parsed log message arrived, when it came on one. */
-  take(params: Record<string, unknown> | undefined): number | undefined {
-    if (this.byContent.size === 0) return undefined;
-    const key = logContent(params);
-    const queue = this.byContent.get(key);
-    const origin = queue?.shift();
-    if (queue?.length === 0) this.byContent.delete(key);
-    return origin;
-  }
+  return (chunk) => {
+    parser.feed(decoder.decode(chunk, { stream: true }));
+    if (out === '') return undefined;
+    const bytes = encoder.encode(out);
+    out = '';
+    return bytes;
+  };
 }

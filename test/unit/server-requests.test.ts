@@ -1,74 +1,111 @@
-// What the HTTP upstream's response streams say about whose call a message belongs to: the sniffer that reads the
-// SSE bytes before the SDK does, and the log origins that match the SDK's parsed copy back to its stream.
+// What the bus reads from an HTTP upstream's response stream before the SDK does: the upstream's requests, noted by
+// id; its log messages, taken out and given to the call whose stream carried them; and everything else handed on as
+// the same SSE events, however the bytes were cut.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
 import fc from 'fast-check';
-import { LogOrigins, type SniffedMessage, sniffStream } from '../../src/upstreams/server-requests.js';
+import { watchSseStream } from '../../src/upstreams/server-requests.js';
 
-const events = [
-  { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'é started' } },
-  { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: { message: 'name?' } },
-  { jsonrpc: '2.0', id: 1, result: { content: [] } },
-  { jsonrpc: '2.0', id: 'x', method: 'ping' },
-];
-const sse = (eol: string) => events.map((e) => `event: message${eol}data: ${JSON.stringify(e)}${eol}${eol}`).join('');
+const log = { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'é started' } };
+const elicit = { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: { message: 'name?' } };
+const progress = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 't', progress: 1 } };
+const result = { jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: 'line 1\nline 2' }] } };
+const stream = (eol: string) =>
+  [
+    `: keep-alive${eol}${eol}`,
+    `retry: 500${eol}${eol}`,
+    `id: e1${eol}event: message${eol}data: ${JSON.stringify(log)}${eol}${eol}`,
+    `event: message${eol}data: ${JSON.stringify(elicit)}${eol}${eol}`,
+    `data: ${JSON.stringify(progress)}${eol}${eol}`,
+    // A log event of another type, and one that is not JSON-RPC 2.0: not the SDK's to deliver, nor ours to take.
+    `event: other${eol}data: ${JSON.stringify(log)}${eol}${eol}`,
+    `data: ${JSON.stringify({ ...log, jsonrpc: '1.0' })}${eol}${eol}`,
+    `id: e2${eol}data: {"jsonrpc":"2.0",${eol}data: "id":1,"result":{}}${eol}${eol}`,
+    `data: ${JSON.stringify(result)}${eol}${eol}`,
+    // After a final CR nobody can tell yet whether LF follows: a comment ends the stream here, so every event is whole.
+    `: end${eol}${eol}`,
+  ].join('');
 
-function sniffAll(chunks: Uint8Array[]): SniffedMessage[] {
-  const seen: SniffedMessage[] = [];
-  const sniff = sniffStream((m) => seen.push(m));
-  for (const c of chunks) sniff(c);
-  return seen;
+function cut(bytes: Uint8Array, at: number[]): Uint8Array[] {
+  const points = [...new Set(at.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
+  const chunks: Uint8Array[] = [];
+  let from = 0;
+  for (const to of [...points, bytes.length]) {
+    chunks.push(bytes.subarray(from, to));
+    from = to;
+  }
+  return chunks;
 }
 
-describe('sniffStream', () => {
-  const expected: SniffedMessage[] = [
-    { method: 'notifications/message', params: { level: 'info', data: 'é started' } },
-    { method: 'elicitation/create', id: '7', params: { message: 'name?' } },
-    { method: 'ping', id: 'x' },
-  ];
+/** Feeds the chunks through the watcher; returns what it noted and took, and the events the SDK would parse. */
+function run(chunks: Uint8Array[], takeLogs: boolean) {
+  const requests: string[] = [];
+  const logs: Record<string, unknown>[] = [];
+  const watch = watchSseStream({
+    onRequest: (id) => requests.push(id),
+    onLog: (params) => {
+      logs.push(params);
+      return takeLogs;
+    },
+  });
+  const events: EventSourceMessage[] = [];
+  const retries: number[] = [];
+  const sdk = createParser({ onEvent: (e) => events.push(e), onRetry: (ms) => retries.push(ms) });
+  const decoder = new TextDecoder();
+  for (const c of chunks) {
+    const rest = watch(c);
+    if (rest) sdk.feed(decoder.decode(rest, { stream: true }));
+  }
+  return { requests, logs, events, retries };
+}
 
-  it('reports requests and notifications, not responses, however the bytes are split (LF or CRLF)', () => {
+const data = (events: EventSourceMessage[]) => events.map((e) => JSON.parse(e.data) as Record<string, unknown>);
+
+describe('watchSseStream', () => {
+  it('takes the log messages, notes requests by id, and hands every other event on intact, however cut', () => {
     fc.assert(
-      fc.property(fc.constantFrom('\n', '\r\n'), fc.array(fc.nat(), { maxLength: 12 }), (eol, cuts) => {
-        const bytes = new TextEncoder().encode(sse(eol));
-        const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-        const chunks: Uint8Array[] = [];
-        let from = 0;
-        for (const to of [...at, bytes.length]) {
-          chunks.push(bytes.subarray(from, to));
-          from = to;
-        }
-        assert.deepEqual(sniffAll(chunks), expected);
+      fc.property(fc.constantFrom('\n', '\r\n', '\r'), fc.array(fc.nat(), { maxLength: 12 }), (eol, at) => {
+        const { requests, logs, events, retries } = run(cut(new TextEncoder().encode(stream(eol)), at), true);
+        assert.deepEqual(requests, ['7']);
+        assert.deepEqual(logs, [log.params]);
+        assert.deepEqual(data(events), [
+          elicit,
+          progress,
+          log,
+          { ...log, jsonrpc: '1.0' },
+          { jsonrpc: '2.0', id: 1, result: {} },
+          result,
+        ]);
+        assert.deepEqual(
+          events.map((e) => [e.id, e.event]),
+          [
+            [undefined, 'message'],
+            [undefined, undefined],
+            [undefined, 'other'],
+            [undefined, undefined],
+            ['e2', undefined],
+            [undefined, undefined],
+          ],
+        );
+        assert.deepEqual(retries, [500]);
       }),
     );
   });
 
-  it('skips an event whose data is not JSON', () => {
-    const bytes = new TextEncoder().encode('data: {"method": oops\n\ndata: {"method":"ping","id":2}\n\n');
-    assert.deepEqual(sniffAll([bytes]), [{ method: 'ping', id: '2' }]);
-  });
-});
-
-describe('LogOrigins', () => {
-  it('matches a parsed message to its stream by content, whatever the key order, first in first out', () => {
-    const origins = new LogOrigins();
-    origins.seen({ level: 'info', data: { a: 1, b: [2, 3] } }, 10);
-    origins.seen({ level: 'info', data: { a: 1, b: [2, 3] } }, 11);
-    origins.seen({ level: 'info', logger: 'db', data: 'x' }, 12);
-    assert.equal(origins.take({ data: 'x', logger: 'db', level: 'info' }), 12);
-    assert.equal(origins.take({ data: { b: [2, 3], a: 1 }, level: 'info' }), 10);
-    assert.equal(origins.take({ level: 'info', data: { a: 1, b: [2, 3] } }), 11);
-    assert.equal(origins.take({ level: 'info', data: { a: 1, b: [2, 3] } }), undefined, 'each sighting taken once');
-    assert.equal(origins.take({ level: 'warning', data: 'x', logger: 'db' }), undefined, 'the level is content');
-    assert.equal(origins.size, 0);
+  it('leaves a log message in the stream when nobody took it (its call had settled)', () => {
+    const { logs, events } = run([new TextEncoder().encode(stream('\n'))], false);
+    assert.equal(logs.length, 1);
+    assert.deepEqual(data(events)[0], log);
+    assert.equal(events[0]!.id, 'e1');
   });
 
-  it('forgets the oldest sightings past its cap, so undelivered messages cannot grow it', () => {
-    const origins = new LogOrigins(3);
-    for (let i = 0; i < 5; i++) origins.seen({ level: 'info', data: `m${i}` }, i);
-    assert.equal(origins.size, 3);
-    assert.equal(origins.take({ level: 'info', data: 'm0' }), undefined);
-    assert.equal(origins.take({ level: 'info', data: 'm1' }), undefined);
-    assert.equal(origins.take({ level: 'info', data: 'm4' }), 4);
+  it('hands on an event whose data is not JSON as it came', () => {
+    const { events, requests } = run([new TextEncoder().encode('data: {"method": oops\n\n')], true);
+    assert.deepEqual(
+      events.map((e) => e.data),
+      ['{"method": oops'],
+    );
+    assert.deepEqual(requests, []);
   });
 });
