@@ -42,14 +42,15 @@ const ajvOptions = {
  * At most this many compiled validators are kept (the least recently used goes first), and a pair of Ajv engines
  * compiles at most this many before a fresh pair takes over: Ajv keeps every pattern it compiled for the engine's
  * lifetime, so an upstream that keeps changing its schemas would otherwise grow memory without bound. An old pair is
- * freed once the last of its validators is forgotten.
+ * freed once the last of its validators is forgotten. (A catalog with more distinct schemas than this recompiles some
+ * of them at each refresh: correct, only slower.)
  */
 export const MAX_VALIDATORS = 2048;
 
 interface Engines {
   ajv2020: Ajv2020;
   ajv07: Ajv;
-  /** Every pattern RE2 refused on this pair (Ajv compiles each distinct pattern once per engine). */
+  /** Every pattern RE2 refused on this pair (dropped patterns are reported per schema from this set). */
   unsupported: Set<string>;
   compiled: number;
 }

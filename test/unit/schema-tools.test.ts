@@ -22,6 +22,9 @@ describe('compileValidator', () => {
       assert.equal(validate({ [`f${n}`]: `v${n + 1}-ok` }), false, `schema ${n} refuses another pattern's value`);
     }
     assert.ok(validatorsKept() <= MAX_VALIDATORS, `kept ${validatorsKept()}`);
+    // A validator the catalog still holds after the cache forgot it (and removed it from its engine) still works.
+    assert.equal(first.validate({ f0: 'v0-x' }), true);
+    assert.equal(first.validate({ f0: 'v1-x' }), false);
     // The first schema was forgotten long ago and its engines replaced; compiled again, it is still right.
     const again = compileValidator(schemaN(0));
     assert.notEqual(again, first);
