@@ -23,6 +23,7 @@ export class LiveReload {
   private retry: NodeJS.Timeout | undefined;
   private chain: Promise<void> = Promise.resolve();
   private stopped = false;
+  private rewatchTried = false;
   private readonly onSighup = () => void this.request('SIGHUP');
 
   constructor(private readonly opts: LiveReloadOptions) {}
@@ -65,13 +66,27 @@ export class LiveReload {
   private watchFiles(): void {
     for (const w of this.watchers) w.close();
     this.watchers = [];
+    let missing = false;
     for (const file of this.opts.files()) {
       try {
-        this.watchers.push(watch(file, () => this.fileChanged()));
+        const watcher = watch(file, () => this.fileChanged());
+        // A watcher can fail later (the file deleted, on some systems): watched again at the next reload.
+        watcher.on('error', () => this.fileChanged());
+        this.watchers.push(watcher);
       } catch (err) {
-        this.opts.logger.warn({ err, file }, 'cannot watch file; send SIGHUP after changing it');
+        // Replaced at this very moment (an editor's save), or gone: tried again shortly, and a reload then reads it.
+        missing = true;
+        this.opts.logger.warn({ err: (err as Error).message, file }, 'cannot watch file; trying again in 5 s');
       }
     }
+    // Once: a file that stays missing is the operator's to fix (a reload now would fail on it), then SIGHUP.
+    if (missing && !this.rewatchTried && !this.stopped) {
+      this.rewatchTried = true;
+      clearTimeout(this.retry);
+      this.retry = setTimeout(() => void this.request('a watched file came back'), RETRY_MS);
+      this.retry.unref();
+    }
+    if (!missing) this.rewatchTried = false;
   }
 
   private fileChanged(): void {
