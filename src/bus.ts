@@ -25,7 +25,7 @@ import { Metrics } from './observe/metrics.js';
 import { RecentEvents } from './observe/recent.js';
 import { SecretRedactor } from './observe/redact.js';
 import { Timeline } from './observe/timeline.js';
-import { startTracing, type Tracer } from './observe/tracing.js';
+import { headerValues, startTracing, type Tracer } from './observe/tracing.js';
 import { UpstreamTrails } from './observe/upstream-trail.js';
 import type { AgentIdentity } from './pipeline/context.js';
 import { AdmissionQueue } from './pipeline/fair-queue.js';
@@ -246,6 +246,10 @@ export class Bus {
 
   /** OpenTelemetry export, only when the standard OTEL_* variables name an OTLP endpoint. */
   private async startTracing(): Promise<Tracer | undefined> {
+    // The collector's headers (often a bearer token) are secrets like the config's: an export error that echoes one
+    // (a proxy's status line) is scrubbed from the log.
+    for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'])
+      this.redactor.add(headerValues(process.env[name]));
     let lastReport = 0;
     const { tracer, endpoint, protocol, problem } = await startTracing(toolbusVersion(), (err) => {
       if (Date.now() - lastReport < 60_000) return;

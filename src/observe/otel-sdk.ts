@@ -118,8 +118,13 @@ class OtelTracer implements Tracer {
     return new OtelCallSpan(this.tracer, span, trace.setSpan(parent, span));
   }
 
+  /** Sends what is left, for 2 s at most: a collector that is down must not hold the bus's stop. */
   shutdown(): Promise<void> {
-    return this.provider.shutdown();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 2000);
+    });
+    return Promise.race([this.provider.shutdown(), late]).finally(() => clearTimeout(timer));
   }
 }
 
@@ -146,13 +151,13 @@ function samplerFromEnv(): { sampler: Sampler; problem?: string } {
  * turned off), or says why it cannot. Export failures go to `onExportError` (the SDK's global error handler).
  */
 export function startOtelTracing(version: string, onExportError: (err: Error) => void): TracingSetup {
-  const exporterName = (getStringFromEnv('OTEL_TRACES_EXPORTER') ?? 'otlp').toLowerCase();
+  const exporterName = (getStringFromEnv('OTEL_TRACES_EXPORTER')?.trim() || 'otlp').toLowerCase();
   const traces = getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT');
   const base = getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT');
   if (exporterName !== 'otlp') return { problem: `OTEL_TRACES_EXPORTER=${exporterName} is not supported (only otlp)` };
   const protocol =
-    getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL') ??
-    getStringFromEnv('OTEL_EXPORTER_OTLP_PROTOCOL') ??
+    getStringFromEnv('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL')?.trim() ||
+    getStringFromEnv('OTEL_EXPORTER_OTLP_PROTOCOL')?.trim() ||
     'http/protobuf';
   if (!(PROTOCOLS as readonly string[]).includes(protocol))
     return {

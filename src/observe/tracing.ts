@@ -28,6 +28,24 @@ export function parseTraceparent(value: unknown): TraceParent | undefined {
   return { traceId, spanId, traceFlags: Number.parseInt(flags, 16) };
 }
 
+/** The values of an OTEL_EXPORTER_OTLP_*HEADERS variable (`key=value,...`, percent-encoded), to treat as secrets. */
+export function headerValues(text: string | undefined): string[] {
+  const out: string[] = [];
+  for (const pair of (text ?? '').split(',')) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) continue;
+    const raw = pair.slice(eq + 1).trim();
+    let value = raw;
+    try {
+      value = decodeURIComponent(raw);
+    } catch {
+      // kept as written
+    }
+    if (value) out.push(value, raw);
+  }
+  return out;
+}
+
 /** Milliseconds since the epoch with sub-millisecond precision. */
 export function preciseNow(): number {
   return performance.timeOrigin + performance.now();
