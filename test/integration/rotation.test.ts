@@ -111,7 +111,10 @@ upstreams:
         async () => (await a.call('web__echo', { text: 'rotated' })).content?.[0]?.text === 'rotated',
         10_000,
         'calls work with the new header',
-      );
+      ).catch((err: Error) => {
+        // What the bus said meanwhile (secrets are scrubbed from its log) is what a failure here needs to be read.
+        throw new Error(`${err.message}\n--- bus log ---\n${bus.stderr().slice(-4000)}`);
+      });
       for (const s of ['http-secret-old', 'http-secret-new']) assert.ok(!bus.stderr().includes(s));
     } finally {
       await bus.stop();
