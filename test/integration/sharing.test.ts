@@ -38,7 +38,10 @@ agents:
 upstreams:${upstream('pa', `sharing: per-agent\n    cwd: ${join(dir, 'ws', '{agent}')}`)}${upstream('pt', 'sharing: per-tenant', '{tenant}', '{tenant}')}${upstream('idle', 'sharing: per-agent\n    sessionIdleMs: 600')}${upstream(
   'cap',
   'sharing: per-agent\n    maxSessions: 2\n    queueWaitMs: 4000',
-)}${upstream('full', 'sharing: per-agent\n    maxSessions: 1\n    queueWaitMs: 600')}
+)}${upstream('full', 'sharing: per-agent\n    maxSessions: 1\n    queueWaitMs: 600')}${upstream(
+  'fair',
+  'sharing: per-agent\n    maxSessions: 2\n    maxConcurrency: 2\n    queueWaitMs: 400',
+)}
 ${upstream('rl', 'sharing: per-agent\n    rateLimit: { perSecond: 1, burst: 2 }\n    queueWaitMs: 300')}
   sec:
     command: ${process.execPath}
@@ -216,6 +219,34 @@ describe('sharing modes', () => {
     // Once alice's call is over, carol gets a session (alice's idle one makes room).
     assert.deepEqual(sc(await as('carol').call('full__recall')).args, ['--who=carol']);
     assert.ok(livePids('full').length <= 1);
+  });
+
+  it('with maxConcurrency at most maxSessions, no call the fair queue admitted is refused sessions_full', async () => {
+    // More agents than sessions, each with several calls at once, more work than queueWaitMs allows. Calls are turned
+    // away by the fair queue (rate_limited), or while a new session's process starts (upstream_down), but a call the
+    // queue admitted always finds its own session, a free place or an idle one to replace: never sessions_full.
+    // (With maxConcurrency above maxSessions, admitted calls wait for sessions after the queue, and are refused so.)
+    const ids = ['alice', 'bob', 'carol', 'dave'] as const;
+    const results = await Promise.all(
+      ids.flatMap((id) =>
+        [0, 1, 2].map(() =>
+          as(id)
+            .call('fair__hold', { ms: 200 })
+            .then((r) => ({ id, r })),
+        ),
+      ),
+    );
+    let served = 0;
+    for (const { id, r } of results) {
+      const err = busError(r);
+      if (err) assert.ok(err.code !== 'sessions_full', JSON.stringify(err));
+      else {
+        served++;
+        assert.deepEqual(sc(r).args, [`--who=${id}`]);
+      }
+    }
+    assert.ok(served >= 2, `served ${served} of 12`);
+    assert.ok(livePids('fair').length <= 2);
   });
 
   it('killing one session’s process affects only that agent; it is restarted, fresh', async () => {
