@@ -92,13 +92,20 @@ export class UpstreamConnection extends EventEmitter {
   }
 
   private async connect(): Promise<void> {
+    if (this.stopped) return;
     // A rotation may have connected in the meantime: never run two generations side by side by accident.
-    if (this.stopped || this.current?.ready) return;
+    if (this.current?.ready) {
+      this.setState('ready');
+      return;
+    }
     this.setState('connecting');
-    const gen = this.spawn(this.cfg);
+    const cfg = this.cfg;
+    const gen = this.spawn(cfg);
     try {
-      await gen.start(this.cfg.connectTimeoutMs);
-      if (this.stopped) {
+      await gen.start(cfg.connectTimeoutMs);
+      // Stopped, or a rotation connected while this attempt ran (with the old settings): it is not needed.
+      if (this.stopped || this.current?.ready) {
+        gen.onClosed = undefined;
         gen.fail('closed');
         return;
       }
@@ -109,6 +116,9 @@ export class UpstreamConnection extends EventEmitter {
     } catch (err) {
       gen.onClosed = undefined;
       gen.fail('start failed');
+      // A rotation that connected meanwhile is what counts: this attempt's failure (the old credentials, say) must
+      // not mark a working upstream down, and nothing needs restarting.
+      if (this.stopped || this.current?.ready) return;
       this.opts.logger?.warn({ err: (err as Error).message }, 'upstream connection failed');
       this.scheduleRestart();
     }
