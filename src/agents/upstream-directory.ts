@@ -8,7 +8,13 @@
 import { BusError } from '../errors.js';
 import type { AgentIdentity } from '../pipeline/context.js';
 import type { ServerRequestAsker } from '../upstreams/connection.js';
-import { UpstreamRpcError, UpstreamUnavailable } from '../upstreams/errors.js';
+import {
+  UpstreamLost,
+  UpstreamRateLimited,
+  UpstreamResultTooLarge,
+  UpstreamRpcError,
+  UpstreamUnavailable,
+} from '../upstreams/errors.js';
 import { INVALID_PARAMS, RpcError } from './rpc.js';
 
 export interface DirectoryUpstream {
@@ -71,6 +77,21 @@ const MAX_PAGES = 50;
 /** A per-agent session that could not be had (sessions full): the upstream is unavailable for this agent. */
 function sessionRefused(err: unknown): boolean {
   return err instanceof BusError && err.category === 'upstream_unavailable';
+}
+
+/**
+ * The upstream could not answer: down, its connection lost under the request, pushing back, an answer over the size
+ * cap, or no session for the agent. Its listing is left out of an aggregate; a relayed request gets an error that
+ * says so. (Anything else is a bug of ours, and reported as one.)
+ */
+function upstreamFailed(err: unknown): boolean {
+  return (
+    err instanceof UpstreamUnavailable ||
+    err instanceof UpstreamLost ||
+    err instanceof UpstreamRateLimited ||
+    err instanceof UpstreamResultTooLarge ||
+    sessionRefused(err)
+  );
 }
 
 /** `{upstream}__*` as a literal name matches only the globs `*` and `{upstream}__*` (and wider ones). */
@@ -203,8 +224,7 @@ export class UpstreamDirectory {
             }
           } catch (err) {
             // One upstream that fails its listing must not hide the others' entries.
-            if (!(err instanceof UpstreamUnavailable || err instanceof UpstreamRpcError || sessionRefused(err)))
-              throw err;
+            if (!(err instanceof UpstreamRpcError || upstreamFailed(err))) throw err;
           }
           return items;
         }),
@@ -380,8 +400,8 @@ export class UpstreamDirectory {
       return await up.request(agent, method, params, signal, asker);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message, err.data);
-      if (err instanceof UpstreamUnavailable || sessionRefused(err))
-        throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
+      if (err instanceof UpstreamResultTooLarge) throw new RpcError(-32000, `Upstream ${up.name}: ${err.message}`);
+      if (upstreamFailed(err)) throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;
     }
   }

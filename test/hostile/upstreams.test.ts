@@ -66,6 +66,11 @@ upstreams:
     args: [${HOSTILE_SERVER}]
     env: { HOSTILE_CRASH_AFTER_INIT: "1", HOSTILE_LOG: ${crashLog} }
     restart: { initialDelayMs: 200, maxDelayMs: 5000 }
+  listcrash:
+    command: ${process.execPath}
+    args: [${HOSTILE_SERVER}]
+    env: { HOSTILE_CRASH_ON_METHOD: resources/list }
+    restart: { initialDelayMs: 100, maxDelayMs: 300 }
   absent:
     command: ${join(dir, 'no-such-command')}
     restart: { initialDelayMs: 5000, maxDelayMs: 10000 }
@@ -74,6 +79,12 @@ upstreams:
 let bus: BusProcess;
 const alice = () => new AgentClient(bus.url, 'alice-token-123');
 const bob = () => new AgentClient(bus.url, 'bob-token-12345');
+
+/** An upstream's state as /readyz reports it. */
+async function upstreamState(name: string): Promise<string | undefined> {
+  const res = await fetch(bus.url.replace('/mcp', '/readyz'));
+  return ((await res.json()) as { upstreams?: Record<string, string> }).upstreams?.[name];
+}
 
 async function otherAgentServed(): Promise<void> {
   const started = Date.now();
@@ -225,6 +236,22 @@ describe('hostile upstreams', () => {
     const gaps = starts.slice(1).map((t, i) => t - starts[i]!);
     // 200 ms doubling: the fourth gap is well over a second (a reset backoff would keep it near 200-300 ms).
     assert.ok(gaps[3]! > 1000, `gaps between starts: ${gaps.join(', ')} ms`);
+    await otherAgentServed();
+  });
+
+  it('an upstream that dies while answering a listing hides only its own entries, never fails the listing', async () => {
+    // listcrash exits on resources/list with the request sent: the bus loses the connection under it (crashy, which
+    // dies 20 ms after each handshake, could do the same by chance). The others' resources are still listed.
+    for (let i = 0; i < 3; i++) {
+      await waitFor(async () => (await upstreamState('listcrash')) === 'ready', 10_000, 'listcrash up again');
+      const list = await alice().request('resources/list');
+      const uris = (list.resources as { uri: string }[]).map((r) => r.uri);
+      assert.ok(
+        uris.some((u) => u.includes('hostile') && u.includes('mem://leak')),
+        JSON.stringify(uris),
+      );
+      assert.ok(!uris.some((u) => u.includes('listcrash')), 'the dead upstream listed nothing');
+    }
     await otherAgentServed();
   });
 
