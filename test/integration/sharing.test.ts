@@ -58,6 +58,17 @@ ${upstream('rl', 'sharing: per-agent\n    rateLimit: { perSecond: 1, burst: 2 }\
 let bus: BusProcess;
 const clients: Record<string, AgentClient> = {};
 const as = (id: 'alice' | 'bob' | 'carol' | 'dave') => clients[id]!;
+/** All four agents at once, three calls each of `tool` holding its session for `ms`; each result with its agent. */
+const flood = (tool: string, ms: number) =>
+  Promise.all(
+    (['alice', 'bob', 'carol', 'dave'] as const).flatMap((id) =>
+      [0, 1, 2].map(() =>
+        as(id)
+          .call(tool, { ms })
+          .then((r) => ({ id, r })),
+      ),
+    ),
+  );
 let keySeq = 0;
 const key = () => `sharing-key-${process.pid}-${++keySeq}`;
 
@@ -181,16 +192,7 @@ describe('sharing modes', () => {
         await new Promise((r) => setTimeout(r, 15));
       }
     })();
-    const ids = ['alice', 'bob', 'carol', 'dave'] as const;
-    const results = await Promise.all(
-      ids.flatMap((id) =>
-        [0, 1, 2].map(() =>
-          as(id)
-            .call('cap__hold', { ms: 150 })
-            .then((r) => ({ id, r })),
-        ),
-      ),
-    );
+    const results = await flood('cap__hold', 150);
     sampling = false;
     await sampler;
     let served = 0;
@@ -226,16 +228,7 @@ describe('sharing modes', () => {
     // away by the fair queue (rate_limited), or while a new session's process starts (upstream_down), but a call the
     // queue admitted always finds its own session, a free place or an idle one to replace: never sessions_full.
     // (With maxConcurrency above maxSessions, admitted calls wait for sessions after the queue, and are refused so.)
-    const ids = ['alice', 'bob', 'carol', 'dave'] as const;
-    const results = await Promise.all(
-      ids.flatMap((id) =>
-        [0, 1, 2].map(() =>
-          as(id)
-            .call('fair__hold', { ms: 200 })
-            .then((r) => ({ id, r })),
-        ),
-      ),
-    );
+    const results = await flood('fair__hold', 200);
     let served = 0;
     for (const { id, r } of results) {
       const err = busError(r);
