@@ -400,7 +400,11 @@ export class UpstreamDirectory {
       return await up.request(agent, method, params, signal, asker);
     } catch (err) {
       if (err instanceof UpstreamRpcError) throw new RpcError(err.code, err.message, err.data);
-      if (err instanceof UpstreamResultTooLarge) throw new RpcError(-32000, `Upstream ${up.name}: ${err.message}`);
+      if (err instanceof UpstreamResultTooLarge)
+        throw new RpcError(
+          -32000,
+          `Upstream ${up.name} answered with more than ${err.limit} bytes (the message cap); a retry would get the same.`,
+        );
       if (upstreamFailed(err)) throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
       throw err;
     }

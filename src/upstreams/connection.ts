@@ -229,6 +229,12 @@ export class UpstreamConnection extends EventEmitter {
       gen.fail('start failed');
       throw new Error(`the new ${this.name} connection did not start (${(err as Error).message}); keeping the old one`);
     }
+    // Closed while the new generation started (an evicted session, the bus stopping): nothing would ever close it.
+    if (this.stopped) {
+      gen.onClosed = undefined;
+      gen.fail('closed');
+      return;
+    }
     this.cfg = cfg;
     this.current = gen;
     this.markStableLater(gen);

@@ -71,7 +71,6 @@ function sseEvent(event: EventSourceMessage): string {
  * upstream's requests nor its log messages do: requests are noted by id for routing (their answers need the SDK's
  * transport), log messages go straight to the call. The framing is eventsource-parser's, which reads each byte once
  * however the stream is cut (a large result arrives in many chunks). Comments are dropped; ids and retry hints kept.
- * (A log event that carried an id is dropped with it: after a reconnection the upstream may send that one again.)
  */
 export function watchSseStream(watch: StreamWatch): (chunk: Uint8Array) => Uint8Array | undefined {
   const decoder = new TextDecoder();
@@ -96,8 +95,12 @@ export function watchSseStream(watch: StreamWatch): (chunk: Uint8Array) => Uint8
             typeof msg.params === 'object' &&
             !Array.isArray(msg.params) &&
             watch.onLog(msg.params as Record<string, unknown>)
-          )
+          ) {
+            // The event's id stays, on an event with no data (the SDK records it and skips the rest), so a stream
+            // resumed after a disconnect starts after it and the message is not sent twice.
+            if (event.id !== undefined) out += `id: ${event.id}\ndata: \n\n`;
             return;
+          }
         }
       }
       out += sseEvent(event);

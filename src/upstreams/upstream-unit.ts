@@ -115,8 +115,9 @@ export class UpstreamUnit {
     try {
       const { connection } = lease.session;
       if (lease.opened) {
-        // Evicted sessions finish exiting first, so the processes alive never outnumber maxSessions.
-        await Promise.all(this.closing);
+        // Evicted sessions finish exiting first, so the processes alive never outnumber maxSessions; but never past
+        // the call's wait (a child that keeps its pipes open after SIGKILL must not hold every later session).
+        await waitAtMost(Promise.all(this.closing), opts.waitUntil - Date.now());
         await connection.start();
       } else if (connection.state === 'connecting') {
         await connection.ready(Math.max(0, opts.waitUntil - Date.now()));
@@ -294,4 +295,13 @@ export class UpstreamUnit {
     this.pool?.close();
     await Promise.all([this.connection.close().catch(() => {}), ...this.closing]);
   }
+}
+
+/** Resolves when `p` settles or after `ms`, whichever comes first. */
+function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, ms));
+  });
+  return Promise.race([p.then(() => {}), late]).finally(() => clearTimeout(timer));
 }

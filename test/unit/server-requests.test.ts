@@ -60,7 +60,9 @@ function run(chunks: Uint8Array[], takeLogs: boolean) {
   return { requests, logs, events, retries };
 }
 
-const data = (events: EventSourceMessage[]) => events.map((e) => JSON.parse(e.data) as Record<string, unknown>);
+/** The messages the SDK would deliver: events with data (it records an id-only event's id and skips it). */
+const data = (events: EventSourceMessage[]) =>
+  events.filter((e) => e.data !== '').map((e) => JSON.parse(e.data) as Record<string, unknown>);
 
 describe('watchSseStream', () => {
   it('takes the log messages, notes requests by id, and hands every other event on intact, however cut', () => {
@@ -80,6 +82,7 @@ describe('watchSseStream', () => {
         assert.deepEqual(
           events.map((e) => [e.id, e.event]),
           [
+            ['e1', undefined], // the taken log message's id, kept for resumption
             [undefined, 'message'],
             [undefined, undefined],
             [undefined, 'other'],
