@@ -94,6 +94,15 @@ function upstreamFailed(err: unknown): boolean {
   );
 }
 
+/** What a relayed failure tells the agent about retrying: the bus's code where it has one (needs_login, say), and when. */
+function retryHint(err: unknown): { code?: string; retryAfterMs?: number } | undefined {
+  if (err instanceof BusError)
+    return { code: err.code, ...(err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}) };
+  if (err instanceof UpstreamUnavailable || err instanceof UpstreamRateLimited)
+    return { retryAfterMs: Math.max(0, Math.ceil(err.retryAfterMs)) };
+  return undefined;
+}
+
 /** `{upstream}__*` as a literal name matches only the globs `*` and `{upstream}__*` (and wider ones). */
 function mayReadResources(agent: AgentIdentity, upstream: string): boolean {
   return agent.allows(`${upstream}__*`);
@@ -405,7 +414,8 @@ export class UpstreamDirectory {
           -32000,
           `Upstream ${up.name} answered with more than ${err.limit} bytes (the message cap); a retry would get the same.`,
         );
-      if (upstreamFailed(err)) throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`);
+      if (upstreamFailed(err))
+        throw new RpcError(-32000, `Upstream ${up.name} is unavailable; retry later.`, retryHint(err));
       throw err;
     }
   }

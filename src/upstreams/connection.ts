@@ -17,6 +17,8 @@ const STABLE_AFTER_MS = 10_000;
 export class UpstreamConnection extends EventEmitter {
   private current: Generation | undefined;
   private readonly draining = new Set<Generation>();
+  /** Generations still starting (a connect attempt, a rotation): close() ends them too, or their process would live on. */
+  private readonly starting = new Set<Generation>();
   private _state: UpstreamState = 'connecting';
   private restarts = 0;
   private attempt = 0;
@@ -101,8 +103,10 @@ export class UpstreamConnection extends EventEmitter {
     this.setState('connecting');
     const cfg = this.cfg;
     const gen = this.spawn(cfg);
+    this.starting.add(gen);
     try {
       await gen.start(cfg.connectTimeoutMs);
+      this.starting.delete(gen);
       // Stopped, or a rotation connected while this attempt ran (with the old settings): it is not needed.
       if (this.stopped || this.current?.ready) {
         gen.onClosed = undefined;
@@ -114,6 +118,7 @@ export class UpstreamConnection extends EventEmitter {
       this.setState('ready');
       this.opts.logger?.info({ pid: gen.pid }, 'upstream connected');
     } catch (err) {
+      this.starting.delete(gen);
       gen.onClosed = undefined;
       gen.fail('start failed');
       // A rotation that connected meanwhile is what counts: this attempt's failure (the old credentials, say) must
@@ -222,12 +227,15 @@ export class UpstreamConnection extends EventEmitter {
       return;
     }
     const gen = this.spawn(cfg);
+    this.starting.add(gen);
     try {
       await gen.start(cfg.connectTimeoutMs);
     } catch (err) {
       gen.onClosed = undefined;
       gen.fail('start failed');
       throw new Error(`the new ${this.name} connection did not start (${(err as Error).message}); keeping the old one`);
+    } finally {
+      this.starting.delete(gen);
     }
     // Closed while the new generation started (an evicted session, the bus stopping): nothing would ever close it.
     if (this.stopped) {
@@ -262,9 +270,10 @@ export class UpstreamConnection extends EventEmitter {
     clearTimeout(this.retryTimer);
     clearTimeout(this.stableTimer);
     this.retryTimer = undefined;
-    const gens = [this.current, ...this.draining].filter((g): g is Generation => g !== undefined);
+    const gens = [this.current, ...this.draining, ...this.starting].filter((g): g is Generation => g !== undefined);
     this.current = undefined;
     this.draining.clear();
+    this.starting.clear();
     for (const g of gens) {
       g.onClosed = undefined;
       g.fail('bus shutting down');

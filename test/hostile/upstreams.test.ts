@@ -252,6 +252,13 @@ describe('hostile upstreams', () => {
       );
       assert.ok(!uris.some((u) => u.includes('listcrash')), 'the dead upstream listed nothing');
     }
+    // A read relayed to an upstream that is down is -32000 with when to retry, not an internal error.
+    await assert.rejects(alice().request('resources/read', { uri: 'toolbus://absent/mem://x' }), (err: unknown) => {
+      const rpc = (err as { rpc?: { code: number; data?: { retryAfterMs?: number } } }).rpc;
+      assert.equal(rpc?.code, -32000, JSON.stringify(rpc));
+      assert.ok((rpc?.data?.retryAfterMs ?? 0) > 0, JSON.stringify(rpc));
+      return true;
+    });
     await otherAgentServed();
   });
 
