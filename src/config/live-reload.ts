@@ -1,6 +1,6 @@
 // When the running config is read again: on SIGHUP, and when the config file or a secret file it references changes
-// (debounced: editors and secret managers replace files, so any event on one counts). Reloads run one at a time, in order, so
-// two can never race on an upstream; a reload that could not apply everything is tried again a little later.
+// (debounced: editors and secret managers replace files, so any event on one counts). Reloads run one at a time, in
+// order, so two can never race on an upstream; a reload that could not apply everything is tried again a little later.
 import { type FSWatcher, watch } from 'node:fs';
 import type { Logger } from 'pino';
 

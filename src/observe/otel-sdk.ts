@@ -3,6 +3,7 @@
 // OTEL_EXPORTER_OTLP_* itself (endpoint, headers, timeout, compression, certificates); this module reads
 // OTEL_TRACES_EXPORTER, OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, OTEL_TRACES_SAMPLER (+_ARG) and OTEL_BSP_*, and the
 // resource takes OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   type Tracer as ApiTracer,
   type Context,
@@ -32,7 +33,7 @@ import {
   TraceIdRatioBasedSampler,
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
-import { type AttrValue, type CallSpan, parseTraceparent, type Tracer, type TracingSetup } from './tracing.js';
+import type { AttrValue, CallSpan, Tracer, TracingSetup } from './tracing.js';
 
 const propagator = new W3CTraceContextPropagator();
 type Carrier = Record<string, string>;
@@ -108,9 +109,10 @@ class OtelTracer implements Tracer {
   }
 
   startCall(name: string, startMs: number, traceparent?: unknown, tracestate?: unknown): CallSpan {
+    // The propagator parses and checks the agent's values (an invalid traceparent starts a trace of our own).
     const carrier: Carrier = {};
-    if (parseTraceparent(traceparent)) {
-      carrier.traceparent = traceparent as string;
+    if (typeof traceparent === 'string' && traceparent.length <= 512) {
+      carrier.traceparent = traceparent;
       if (typeof tracestate === 'string' && tracestate.length <= 512) carrier.tracestate = tracestate;
     }
     const parent = propagator.extract(ROOT_CONTEXT, carrier, getter);
@@ -120,11 +122,7 @@ class OtelTracer implements Tracer {
 
   /** Sends what is left, for 2 s at most: a collector that is down must not hold the bus's stop. */
   shutdown(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, 2000);
-    });
-    return Promise.race([this.provider.shutdown(), late]).finally(() => clearTimeout(timer));
+    return Promise.race([this.provider.shutdown(), sleep(2000, undefined, { ref: false })]);
   }
 }
 

@@ -106,7 +106,6 @@ export class UpstreamConnection extends EventEmitter {
     this.starting.add(gen);
     try {
       await gen.start(cfg.connectTimeoutMs);
-      this.starting.delete(gen);
       // Stopped, or a rotation connected while this attempt ran (with the old settings): it is not needed.
       if (this.stopped || this.current?.ready) {
         gen.onClosed = undefined;
@@ -118,7 +117,6 @@ export class UpstreamConnection extends EventEmitter {
       this.setState('ready');
       this.opts.logger?.info({ pid: gen.pid }, 'upstream connected');
     } catch (err) {
-      this.starting.delete(gen);
       gen.onClosed = undefined;
       gen.fail('start failed');
       // A rotation that connected meanwhile is what counts: this attempt's failure (the old credentials, say) must
@@ -126,6 +124,8 @@ export class UpstreamConnection extends EventEmitter {
       if (this.stopped || this.current?.ready) return;
       this.opts.logger?.warn({ err: (err as Error).message }, 'upstream connection failed');
       this.scheduleRestart();
+    } finally {
+      this.starting.delete(gen);
     }
   }
 

@@ -98,7 +98,7 @@ export function watchSseStream(watch: StreamWatch): (chunk: Uint8Array) => Uint8
           ) {
             // The event's id stays, on an event with no data (the SDK records it and skips the rest), so a stream
             // resumed after a disconnect starts after it and the message is not sent twice.
-            if (event.id !== undefined) out += `id: ${event.id}\ndata: \n\n`;
+            if (event.id !== undefined) out += sseEvent({ id: event.id, data: '' });
             return;
           }
         }

@@ -5,6 +5,7 @@
 // rate limit, stays one for the whole upstream. Those modes also keep one listing session that only ever lists tools
 // (it never sees a tool call nor an agent's resources), so the catalog is known before any agent calls and does not
 // depend on which agent came first.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/schema.js';
 import type { AgentIdentity } from '../pipeline/context.js';
@@ -117,7 +118,10 @@ export class UpstreamUnit {
       if (lease.opened) {
         // Evicted sessions finish exiting first, so the processes alive never outnumber maxSessions; but never past
         // the call's wait (a child that keeps its pipes open after SIGKILL must not hold every later session).
-        await waitAtMost(Promise.all(this.closing), opts.waitUntil - Date.now());
+        await Promise.race([
+          Promise.all(this.closing),
+          sleep(Math.max(0, opts.waitUntil - Date.now()), undefined, { ref: false }),
+        ]);
         await connection.start();
       } else if (connection.state === 'connecting') {
         await connection.ready(Math.max(0, opts.waitUntil - Date.now()));
@@ -295,13 +299,4 @@ export class UpstreamUnit {
     this.pool?.close();
     await Promise.all([this.connection.close().catch(() => {}), ...this.closing]);
   }
-}
-
-/** Resolves when `p` settles or after `ms`, whichever comes first. */
-function waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, Math.max(0, ms));
-  });
-  return Promise.race([p.then(() => {}), late]).finally(() => clearTimeout(timer));
 }
